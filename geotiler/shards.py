@@ -1,0 +1,225 @@
+"""Tile shards: tar files of small georeferenced GeoTIFFs (WebDataset layout).
+
+A shard ``tiles/shards/{split}-{n:06d}.tar`` holds, for each tile key::
+
+    {key}.image.tif   bands of the source raster, source dtype, internal nodata mask
+    {key}.mask.tif    uint8 target channels (dataset.json "mask_channels"), 0..255
+    {key}.json        the tile's record (split, source, grid position, building stats)
+
+Every member is a complete GeoTIFF with CRS and transform, so GDAL opens one straight from
+the shard (``/vsitar/tiles/shards/train-000000.tar/{key}.image.tif``) and QGIS can show it.
+A shard is written under a temporary name and renamed when complete; its records are then
+written beside it as ``{name}.records.json``, which marks the shard as finished.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+
+from geotiler.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+SHARD_DIR = "shards"
+PARTIAL_SUFFIX = ".partial"
+RECORDS_SUFFIX = ".records.json"
+
+
+@dataclass
+class Tile:
+    """One tile read back from a shard.
+
+    ``image`` is (bands, H, W) in the source dtype, ``mask`` (channels, H, W) uint8 0..255,
+    ``valid`` (H, W) bool (False where the source had nodata or the tile ran past its edge).
+    """
+
+    key: str
+    image: np.ndarray
+    mask: np.ndarray
+    valid: np.ndarray
+    transform: Affine
+    crs: CRS
+    record: dict[str, Any]
+
+
+def encode_geotiff(
+    array: np.ndarray,
+    transform: Affine,
+    crs: CRS,
+    *,
+    valid: np.ndarray | None = None,
+    compress: str = "deflate",
+    nodata: float | None = None,
+) -> bytes:
+    """Encode a (bands, H, W) array as an in-memory GeoTIFF, with an internal mask if given."""
+    count, height, width = array.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": transform,
+    }
+    if compress != "none":
+        profile["compress"] = compress
+        profile["predictor"] = 2
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as dst:
+            dst.write(array)
+            if valid is not None:
+                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+        return bytes(memfile.read())
+
+
+def decode_geotiff(data: bytes) -> tuple[np.ndarray, np.ndarray, Affine, CRS]:
+    """Decode GeoTIFF bytes into (array, valid mask, transform, crs)."""
+    with MemoryFile(data) as memfile, memfile.open() as src:
+        array = src.read()
+        valid = src.dataset_mask() > 0
+        return array, valid, src.transform, src.crs
+
+
+class ShardWriter:
+    """Write one shard atomically: members go to ``{name}.tar.partial``, renamed on close.
+
+    Use as a context manager; if the body raises (Ctrl-C included) the partial file is
+    removed and no shard appears.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self._tar: tarfile.TarFile | None = None
+        self.records: list[dict[str, Any]] = []
+
+    def __enter__(self) -> ShardWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.PAX_FORMAT)
+        return self
+
+    def add(self, key: str, members: dict[str, bytes], record: dict[str, Any]) -> None:
+        """Add one tile: ``members`` maps extension (``image.tif``) to bytes."""
+        if self._tar is None:
+            raise RuntimeError("ShardWriter used outside its context")
+        if "." in key or "/" in key:
+            raise ValueError(f"tile keys may not contain '.' or '/': {key!r}")
+        body = dict(members)
+        body["json"] = json.dumps(record, sort_keys=True).encode()
+        for ext, data in body.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0  # identical bytes for identical inputs
+            info.mode = 0o644
+            self._tar.addfile(info, io.BytesIO(data))
+        self.records.append(record)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        if exc_type is not None:
+            self.tmp_path.unlink(missing_ok=True)
+            return
+        os.replace(self.tmp_path, self.path)
+        write_json_atomic(records_path(self.path), self.records)
+
+
+def records_path(shard: Path) -> Path:
+    return shard.with_name(shard.name[: -len(".tar")] + RECORDS_SUFFIX)
+
+
+def shard_is_complete(shard: Path) -> bool:
+    """A shard counts as written once both the tar and its records file exist."""
+    return shard.exists() and records_path(shard).exists()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary name, so readers never see half a file."""
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def list_shards(dataset_dir: Path | str, split: str | None = None) -> list[Path]:
+    """Finished shards of a dataset, sorted by name, optionally of one split."""
+    shard_dir = Path(dataset_dir) / SHARD_DIR
+    if not shard_dir.is_dir():
+        return []
+    pattern = f"{split}-*.tar" if split else "*.tar"
+    return sorted(p for p in shard_dir.glob(pattern) if shard_is_complete(p))
+
+
+def iter_shard(path: Path | str, *, skip_corrupt: bool = True) -> Iterator[Tile]:
+    """Yield the tiles of one shard in stored order.
+
+    A member that cannot be decoded is logged and skipped when ``skip_corrupt`` is true
+    (one bad tile should not end a long training run); otherwise it raises DatasetError.
+    """
+    path = Path(path)
+    try:
+        tar = tarfile.open(path, "r")
+    except (OSError, tarfile.TarError) as err:
+        raise DatasetError(f"cannot open shard {path}: {err}") from None
+    with tar:
+        group: dict[str, bytes] = {}
+        current: str | None = None
+        try:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, _, ext = info.name.partition(".")
+                if current is not None and key != current:
+                    tile = _assemble(path, current, group, skip_corrupt)
+                    if tile is not None:
+                        yield tile
+                    group = {}
+                current = key
+                handle = tar.extractfile(info)
+                group[ext] = handle.read() if handle else b""
+        except (OSError, tarfile.TarError) as err:
+            if not skip_corrupt:
+                raise DatasetError(f"shard {path} is truncated or corrupt: {err}") from None
+            log.warning("shard %s is truncated or corrupt after %s: %s", path, current, err)
+            return
+        if current is not None:
+            tile = _assemble(path, current, group, skip_corrupt)
+            if tile is not None:
+                yield tile
+
+
+def _assemble(path: Path, key: str, group: dict[str, bytes], skip_corrupt: bool) -> Tile | None:
+    try:
+        record = json.loads(group["json"])
+        image, valid, transform, crs = decode_geotiff(group["image.tif"])
+        mask, _, _, _ = decode_geotiff(group["mask.tif"])
+    except (KeyError, ValueError, rasterio.errors.RasterioError) as err:
+        if not skip_corrupt:
+            raise DatasetError(f"tile {key} in {path} is corrupt: {err!r}") from None
+        log.warning("skipping corrupt tile %s in %s: %r", key, path, err)
+        return None
+    return Tile(key, image, mask, valid, transform, crs, record)
+
+
+def iter_tiles(
+    dataset_dir: Path | str, split: str | None = None, *, shards: Sequence[Path] | None = None
+) -> Iterator[Tile]:
+    """Yield every tile of a dataset (or of one split) as numpy arrays with georeferencing."""
+    for shard in shards if shards is not None else list_shards(dataset_dir, split):
+        yield from iter_shard(shard)
