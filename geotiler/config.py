@@ -60,7 +60,7 @@ class TileConfig:
     min_building_fraction: float = 0.0
     keep_empty: float = 0.25
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    block_tiles: int = 4
+    block_tiles: int = 2
     shard_size: int = 256
     seed: int = 0
     compress: Literal["none", "deflate", "lzw"] = "deflate"

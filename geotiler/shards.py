@@ -8,8 +8,9 @@ A shard ``tiles/shards/{split}-{n:06d}.tar`` holds, for each tile key::
 
 Every member is a complete GeoTIFF with CRS and transform, so GDAL opens one straight from
 the shard (``/vsitar/tiles/shards/train-000000.tar/{key}.image.tif``) and QGIS can show it.
-A shard is written under a temporary name and renamed when complete; its records are then
-written beside it as ``{name}.records.json``, which marks the shard as finished.
+A shard is written under a temporary name and renamed when complete; its records (and the
+task's summary: skipped tiles, per-band sums) are then written beside it as
+``{name}.records.json``, which marks the shard as finished.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class ShardWriter:
         self.tmp_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self._tar: tarfile.TarFile | None = None
         self.records: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,7 @@ class ShardWriter:
             self.tmp_path.unlink(missing_ok=True)
             return
         os.replace(self.tmp_path, self.path)
-        write_json_atomic(records_path(self.path), self.records)
+        write_json_atomic(records_path(self.path), {"records": self.records, **self.summary})
 
 
 def records_path(shard: Path) -> Path:
@@ -148,6 +150,12 @@ def records_path(shard: Path) -> Path:
 def shard_is_complete(shard: Path) -> bool:
     """A shard counts as written once both the tar and its records file exist."""
     return shard.exists() and records_path(shard).exists()
+
+
+def read_shard_summary(shard: Path) -> dict[str, Any]:
+    """The ``{name}.records.json`` of a finished shard: ``records`` plus the task summary."""
+    data: dict[str, Any] = json.loads(records_path(shard).read_text())
+    return data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -1,0 +1,5 @@
+"""``python -m geotiler`` runs the CLI."""
+
+from geotiler.cli import main
+
+main()

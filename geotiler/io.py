@@ -1,0 +1,286 @@
+"""Raster and vector inputs: open, check, measure, read by window.
+
+Nothing here reads a whole raster: callers ask for one window at a time, resampled onto the
+target grid, together with its validity mask (nodata, alpha and internal masks honoured, and
+pixels past the raster's edge marked invalid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
+
+from geotiler.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the tiler needs to know about one source raster (opened and checked once)."""
+
+    path: Path
+    name: str
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    bands: tuple[int, ...]
+    band_names: tuple[str, ...]
+    dtype: str
+    nodata: float | None
+    gsd: tuple[float, float]  # ground metres per pixel (x, y) at the raster's centre
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+    @property
+    def mean_gsd(self) -> float:
+        return math.sqrt(self.gsd[0] * self.gsd[1])
+
+
+def open_raster_info(path: Path | str, bands: tuple[int, ...] | None = None) -> RasterInfo:
+    """Open a raster, check it can be tiled, and return its description.
+
+    Raises InputError for a missing file, a file GDAL cannot read as a raster, a raster
+    without CRS or geotransform, a rotated grid, or band numbers it does not have.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"raster {path} does not exist")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        raise InputError(f"{path} is not a raster GDAL can read: {_first_line(err)}") from None
+    with src:
+        if src.crs is None:
+            raise InputError(
+                f"raster {path} has no CRS; assign one first, e.g. "
+                f"gdal_edit.py -a_srs EPSG:XXXX {path}"
+            )
+        transform = src.transform
+        if transform.is_identity or src.gcps[0]:
+            raise InputError(
+                f"raster {path} has no geotransform (pixel grid not placed on the map); "
+                "georeference it first (gdalwarp with GCPs, or gdal_edit.py -a_ullr)"
+            )
+        if transform.b != 0 or transform.d != 0:
+            raise InputError(
+                f"raster {path} has a rotated grid; warp it north-up first: "
+                f"gdalwarp {path} north_up.tif"
+            )
+        if transform.e > 0:
+            raise InputError(f"raster {path} is stored south-up; warp it north-up with gdalwarp")
+        if bands is None:
+            interps = src.colorinterp
+            bands = tuple(i + 1 for i in range(src.count) if interps[i] != ColorInterp.alpha)
+            if not bands:
+                bands = tuple(range(1, src.count + 1))
+        missing = [b for b in bands if b > src.count]
+        if missing:
+            raise InputError(
+                f"raster {path} has {src.count} band(s); --bands asks for {list(bands)}"
+            )
+        dtypes = {src.dtypes[b - 1] for b in bands}
+        if len(dtypes) != 1:
+            raise InputError(f"raster {path}: selected bands mix dtypes {sorted(dtypes)}")
+        dtype = dtypes.pop()
+        if dtype not in SUPPORTED_DTYPES:
+            raise InputError(f"raster {path}: dtype {dtype} is not supported")
+        names = tuple(
+            (src.descriptions[b - 1] or src.colorinterp[b - 1].name) for b in bands
+        )
+        return RasterInfo(
+            path=path,
+            name=path.stem,
+            crs=src.crs,
+            transform=transform,
+            width=src.width,
+            height=src.height,
+            bands=tuple(bands),
+            band_names=names,
+            dtype=dtype,
+            nodata=src.nodata,
+            gsd=ground_gsd(src.crs, transform, src.width, src.height),
+        )
+
+
+def ground_gsd(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """Ground size of one pixel in metres (x, y), measured at the raster's centre.
+
+    Geographic CRSs: the geodesic length of a one-pixel step on the WGS 84 ellipsoid.
+    Projected CRSs: the pixel size in the CRS's linear unit converted to metres, as GIS
+    software reports it; only where the projection's scale at the centre is off by more than
+    1 % (Web Mercator away from the equator) is it divided out, so a 0.5 m UTM raster stays
+    exactly 0.5 m while Web Mercator pixels get their true ground size.
+    """
+    px, py = abs(transform.a), abs(transform.e)
+    cx, cy = transform * (width / 2, height / 2)
+    pcrs = pyproj.CRS.from_user_input(crs.to_wkt())
+    if pcrs.is_geographic:
+        to_lonlat = pyproj.Transformer.from_crs(pcrs, pcrs.geodetic_crs, always_xy=True)
+        lon, lat = to_lonlat.transform(cx, cy)
+        lon_e, lat_e = to_lonlat.transform(cx + px, cy)
+        lon_n, lat_n = to_lonlat.transform(cx, cy + py)
+        geod = pyproj.Geod(ellps="WGS84")
+        gx = geod.inv(lon, lat, lon_e, lat_e)[2]
+        gy = geod.inv(lon, lat, lon_n, lat_n)[2]
+        return (float(gx), float(gy))
+    unit = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
+    gx, gy = px * unit, py * unit
+    try:
+        to_lonlat = pyproj.Transformer.from_crs(pcrs, pcrs.geodetic_crs, always_xy=True)
+        lon, lat = to_lonlat.transform(cx, cy)
+        factors = pyproj.Proj(pcrs).get_factors(lon, lat)
+        scale = math.sqrt(factors.meridional_scale * factors.parallel_scale)
+        if math.isfinite(scale) and scale > 0 and abs(scale - 1) > 0.01:
+            gx, gy = gx / scale, gy / scale
+    except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError):  # pragma: no cover
+        log.debug("no projection factors for %s; using nominal pixel size", crs)
+    return (float(gx), float(gy))
+
+
+def read_window(
+    src: rasterio.DatasetReader,
+    bands: tuple[int, ...],
+    bounds: tuple[float, float, float, float],
+    size: int,
+    resampling: Resampling,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read the map rectangle ``bounds`` as a (bands, size, size) array plus validity mask.
+
+    Windows that run past the raster's edge are padded (nodata, marked invalid) instead of
+    failing, so edge tiles are kept.
+    """
+    window = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+    inside = (
+        window.col_off >= -1e-6
+        and window.row_off >= -1e-6
+        and window.col_off + window.width <= src.width + 1e-6
+        and window.row_off + window.height <= src.height + 1e-6
+    )
+    fill = src.nodata if src.nodata is not None else 0
+    if inside:
+        window = _snap(window)
+        image = src.read(bands, window=window, out_shape=(len(bands), size, size),
+                         resampling=resampling)
+        valid = src.dataset_mask(window=window, out_shape=(size, size),
+                                 resampling=Resampling.nearest) > 0
+    else:
+        image = src.read(bands, window=window, out_shape=(len(bands), size, size),
+                         resampling=resampling, boundless=True, fill_value=fill)
+        valid = src.dataset_mask(window=window, out_shape=(size, size), boundless=True,
+                                 resampling=Resampling.nearest) > 0
+    return image, valid
+
+
+def _snap(window: Window, eps: float = 1e-6) -> Window:
+    """Round window offsets that are integers up to float noise, so GDAL copies exactly."""
+    vals = [window.col_off, window.row_off, window.width, window.height]
+    snapped = [round(v) if abs(v - round(v)) < eps else v for v in vals]
+    return Window(*snapped)
+
+
+@dataclass
+class Footprints:
+    """Building polygons of one vector file, repaired, in the file's own CRS."""
+
+    path: Path
+    geoms: np.ndarray  # shapely geometries
+    crs: CRS
+    repaired: int
+    dropped: int
+
+    def to_crs(self, crs: CRS) -> np.ndarray:
+        """The polygons in another CRS (a new array; the original is kept)."""
+        if CRS.from_user_input(crs) == self.crs:
+            return self.geoms
+        series = gpd.GeoSeries(self.geoms, crs=self.crs.to_wkt()).to_crs(crs.to_wkt())
+        return np.asarray(series.values, dtype=object)
+
+
+def load_footprints(path: Path | str) -> Footprints:
+    """Read every polygon of a vector file (GPKG, GeoJSON, Shapefile, GeoParquet, ...).
+
+    Invalid polygons are repaired with ``shapely.make_valid`` (polygonal parts kept) and
+    counted; empty and non-polygonal features are dropped and counted.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"footprints {path} do not exist")
+    try:
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            frame = gpd.read_parquet(path)
+        else:
+            frame = gpd.read_file(path)
+    except Exception as err:  # pyogrio/fiona raise many types; the message is what matters
+        raise InputError(f"cannot read footprints {path}: {_first_line(err)}") from None
+    if frame.crs is None:
+        raise InputError(
+            f"footprints {path} have no CRS; set one, e.g. "
+            f"ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {path}"
+        )
+    if len(frame) == 0:
+        raise InputError(f"footprints {path} hold no features")
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    geoms = geoms[present]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
+    polygonal = np.array([_polygonal_part(g) for g in geoms], dtype=object)
+    keep = np.array([g is not None and not g.is_empty for g in polygonal], dtype=bool)
+    dropped = int((~present).sum() + (~keep).sum())
+    if not keep.any():
+        raise InputError(f"footprints {path} hold no polygons")
+    return Footprints(
+        path=path,
+        geoms=polygonal[keep],
+        crs=CRS.from_user_input(frame.crs.to_wkt()),
+        repaired=int(invalid.sum()),
+        dropped=dropped,
+    )
+
+
+def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:
+    if geom is None:
+        return None
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    if geom.geom_type == "GeometryCollection":
+        parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+        return shapely.union_all(parts) if parts else None
+    return None
+
+
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks (sources are recorded in dataset.json)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

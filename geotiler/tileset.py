@@ -1,0 +1,356 @@
+"""Plan a tile dataset and finish it: everything around the per-shard work.
+
+:func:`plan_tiling` checks the inputs, builds each raster's grid, splits the tiles and cuts
+them into :class:`~geotiler.tiler.ShardSpec` s, each with the few footprints it can touch.
+:func:`prepare_output` makes the output directory safe to write (or resumable), and
+:func:`finish_dataset` writes ``index.gpkg`` and ``dataset.json`` from the shard results.
+Execution of the shards belongs to :mod:`pipelines.tile`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geotiler import __version__
+from geotiler.config import SPLITS, TileConfig, TileReport
+from geotiler.dataset import (
+    CONFIG_FILE,
+    DATASET_FILE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    DatasetInfo,
+)
+from geotiler.errors import InputError, OutputError
+from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
+from geotiler.shards import PARTIAL_SUFFIX, SHARD_DIR, write_json_atomic
+from geotiler.tiler import ShardResult, ShardSpec, tile_key
+from geotiler.tiling import TileGrid, assign_splits, make_grid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TilingPlan:
+    """The whole dataset, decided before any pixel is read."""
+
+    config: TileConfig
+    rasters: list[RasterInfo]
+    grids: list[TileGrid]
+    footprints_path: Path
+    shards: list[ShardSpec]
+    shard_geoms: list[np.ndarray]
+    report: TileReport = field(default_factory=TileReport)
+
+    @property
+    def gsd(self) -> float:
+        """Target ground sample distance in metres (of the first raster)."""
+        info, grid = self.rasters[0], self.grids[0]
+        return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a rerun to reuse finished shards."""
+        return {
+            "config": self.config.to_dict(),
+            "sources": [_stat(r.path) for r in self.rasters],
+            "footprints": _stat(self.footprints_path),
+        }
+
+
+def _stat(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
+    """Rasters with distinct names (tile keys start with them)."""
+    seen: dict[str, int] = {}
+    result = []
+    for info in rasters:
+        name = info.name
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}-{seen[name]}"
+        else:
+            seen[name] = 0
+        result.append(info if name == info.name else _renamed(info, name))
+    return result
+
+
+def _renamed(info: RasterInfo, name: str) -> RasterInfo:
+    from dataclasses import replace
+
+    return replace(info, name=name)
+
+
+def plan_tiling(
+    rasters: Sequence[Path | str],
+    footprints: Path | str,
+    out_dir: Path | str,
+    config: TileConfig,
+    *,
+    require_footprints: bool = False,
+) -> TilingPlan:
+    """Check the inputs and decide every tile, split and shard."""
+    if not rasters:
+        raise InputError("give at least one raster")
+    infos = _unique_names([open_raster_info(p, config.bands) for p in rasters])
+    first = infos[0]
+    for info in infos[1:]:
+        if len(info.bands) != len(first.bands) or info.dtype != first.dtype:
+            raise InputError(
+                f"rasters must share band count and dtype to form one dataset: "
+                f"{first.path} has {len(first.bands)} x {first.dtype}, "
+                f"{info.path} has {len(info.bands)} x {info.dtype}"
+            )
+    fp = load_footprints(footprints)
+    report = TileReport(invalid_repaired=fp.repaired)
+    if fp.repaired:
+        log.info("repaired %d invalid footprint polygon(s) with make_valid", fp.repaired)
+    if fp.dropped:
+        log.info("dropped %d empty or non-polygon footprint feature(s)", fp.dropped)
+
+    grids = [make_grid(info, config) for info in infos]
+    splits = assign_splits([(i.name, g) for i, g in zip(infos, grids, strict=True)], config)
+    shard_dir = Path(out_dir) / SHARD_DIR
+    pad = config.contour_width + 1
+    counters = dict.fromkeys(SPLITS, 0)
+    shards: list[ShardSpec] = []
+    shard_geoms: list[np.ndarray] = []
+    used = np.zeros(len(fp.geoms), dtype=bool)
+    by_crs: dict[str, np.ndarray] = {}
+    for info, grid, labels in zip(infos, grids, splits, strict=True):
+        crs_text = info.crs.to_string()
+        if crs_text not in by_crs:
+            by_crs[crs_text] = fp.to_crs(info.crs)
+        geoms = by_crs[crs_text]
+        tree = shapely.STRtree(geoms)
+        overlapping = tree.query(shapely.box(*info.bounds), predicate="intersects")
+        used[overlapping] = True
+        if overlapping.size == 0:
+            message = (
+                f"no footprint of {fp.path} overlaps raster {info.path} "
+                f"(footprints in {fp.crs.to_string()}, raster in {crs_text}; "
+                f"raster bounds {tuple(round(b, 3) for b in info.bounds)})"
+            )
+            if require_footprints:
+                raise InputError(message)
+            log.warning("%s; its tiles will have empty masks", message)
+        report.skipped_overlap_guard += int(np.count_nonzero(labels == ""))
+        for split in SPLITS:
+            rows, cols = np.nonzero(labels == split)
+            positions = list(zip(rows.tolist(), cols.tolist(), strict=True))
+            for start in range(0, len(positions), config.shard_size):
+                chunk = positions[start : start + config.shard_size]
+                boxes = shapely.box(*np.array([grid.bounds(r, c, pad=pad) for r, c in chunk]).T)
+                hits = np.unique(tree.query(boxes, predicate="intersects")[1])
+                shards.append(ShardSpec(
+                    path=shard_dir / f"{split}-{counters[split]:06d}.tar",
+                    split=split,
+                    raster=info,
+                    grid=grid,
+                    positions=chunk,
+                    crs_text=crs_text,
+                ))
+                shard_geoms.append(geoms[hits])
+                counters[split] += 1
+    report.footprints_outside = int((~used).sum())
+    if report.footprints_outside:
+        log.info("%d footprint(s) lie outside every raster and are ignored",
+                 report.footprints_outside)
+    return TilingPlan(config, infos, grids, Path(footprints), shards, shard_geoms, report)
+
+
+def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool) -> bool:
+    """Make ``out_dir`` ready. Returns True when finished shards of an earlier identical run
+    may be reused.
+
+    An existing directory is used only if it is empty, or a geotiler dataset: made with the
+    same settings and inputs (resume), or any geotiler dataset with ``overwrite``.
+    Stale partial files of an interrupted run are removed.
+    """
+    out = Path(out_dir)
+    fingerprint = plan.fingerprint()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a directory")
+    resume = False
+    if out.is_dir() and any(out.iterdir()):
+        config_path = out / CONFIG_FILE
+        ours = config_path.is_file() or (out / DATASET_FILE).is_file()
+        if not ours:
+            raise OutputError(
+                f"--out {out} exists, is not empty and is not a geotiler tile dataset; "
+                "choose a new or empty directory"
+            )
+        previous = _read_json(config_path)
+        if previous is not None and previous.get("fingerprint") == fingerprint and not overwrite:
+            resume = True
+        elif overwrite:
+            log.info("--overwrite: removing the dataset in %s", out)
+            for name in (DATASET_FILE, INDEX_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+        else:
+            raise OutputError(
+                f"--out {out} holds a tile dataset made with other settings or inputs; "
+                "add --overwrite to replace it, or choose another directory"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(f"*{PARTIAL_SUFFIX}*"):
+        stale.unlink()
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"--out {out} is not writable")
+    write_json_atomic(out / CONFIG_FILE, {
+        "geotiler_version": __version__,
+        "fingerprint": fingerprint,
+    })
+    return resume
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def finish_dataset(
+    out_dir: Path | str, plan: TilingPlan, results: Sequence[ShardResult], *, hash_sources: bool = True
+) -> DatasetInfo:
+    """Write ``index.gpkg`` and, last, ``dataset.json`` (which marks the dataset finished)."""
+    out = Path(out_dir)
+    report = plan.report
+    records = [record for result in results for record in result.records]
+    for result in results:
+        report.skipped_nodata += result.skipped_nodata
+        report.skipped_selection += result.skipped_selection
+    for split in SPLITS:
+        report.tiles[split] = sum(1 for r in records if r["split"] == split)
+    report.buildings = sum(r["building_count"] for r in records)
+    _write_index(out / INDEX_FILE, plan, records)
+
+    count = sum(r.band_count for r in results)
+    total = np.sum([r.band_sum for r in results], axis=0) if results else np.zeros(1)
+    sq = np.sum([r.band_sqsum for r in results], axis=0) if results else np.zeros(1)
+    n_bands = len(plan.rasters[0].bands)
+    if count:
+        mean = total / count
+        std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
+    else:
+        mean, std = np.zeros(n_bands), np.ones(n_bands)
+    std = np.where(std > 0, std, 1.0)
+    first = plan.rasters[0]
+    crs_set = {r.crs.to_string() for r in plan.rasters}
+    info = DatasetInfo(
+        tile_size=plan.config.size,
+        gsd=round(plan.gsd, 6),
+        bands=list(first.bands),
+        band_names=list(first.band_names),
+        dtype=first.dtype,
+        mean=[round(float(m), 6) for m in mean],
+        std=[round(float(s), 6) for s in std],
+        mask_channels=list(plan.config.mask_channels),
+        target=plan.config.target,
+        counts=dict(report.tiles),
+        config=plan.config.to_dict(),
+        sources=[_source_entry(r, g, records, hash_sources) for r, g in zip(plan.rasters, plan.grids, strict=True)],
+        crs=crs_set.pop() if len(crs_set) == 1 else None,
+        format_version=FORMAT_VERSION,
+        extra={
+            "geotiler_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "footprints": {
+                "path": str(plan.footprints_path),
+                "size_bytes": plan.footprints_path.stat().st_size,
+                "sha256": file_digest(plan.footprints_path) if hash_sources else None,
+                "repaired": report.invalid_repaired,
+                "outside_rasters": report.footprints_outside,
+            },
+            "buildings": report.buildings,
+            "skipped": {
+                "nodata": report.skipped_nodata,
+                "selection": report.skipped_selection,
+                "overlap_guard": report.skipped_overlap_guard,
+            },
+            "shards": sorted({r["shard"] for r in records}),
+        },
+    )
+    write_json_atomic(out / DATASET_FILE, info.to_json())
+    return info
+
+
+def _source_entry(
+    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], hash_sources: bool
+) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "path": str(info.path),
+        "size_bytes": info.path.stat().st_size,
+        "sha256": file_digest(info.path) if hash_sources else None,
+        "crs": info.crs.to_string(),
+        "width": info.width,
+        "height": info.height,
+        "native_gsd": [round(g, 6) for g in info.gsd],
+        "grid": {"rows": grid.rows, "cols": grid.cols, "pixel": list(grid.pixel)},
+        "tiles": sum(1 for r in records if r["source"] == info.name),
+    }
+
+
+def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) -> None:
+    """One polygon per tile, in the first raster's CRS, written under a temporary name."""
+    target_crs = plan.rasters[0].crs
+    frames = []
+    for info in plan.rasters:
+        rows = [r for r in records if r["source"] == info.name]
+        if not rows:
+            continue
+        frame = gpd.GeoDataFrame(
+            {
+                "key": [r["key"] for r in rows],
+                "shard": [r["shard"] for r in rows],
+                "split": [r["split"] for r in rows],
+                "building_fraction": [r["building_fraction"] for r in rows],
+                "building_count": [r["building_count"] for r in rows],
+                "nodata_fraction": [r["nodata_fraction"] for r in rows],
+                "source": [info.name for _ in rows],
+                "row": [r["row"] for r in rows],
+                "col": [r["col"] for r in rows],
+            },
+            geometry=[shapely.box(*r["bounds"]) for r in rows],
+            crs=info.crs.to_wkt(),
+        )
+        frames.append(frame.to_crs(target_crs.to_wkt()))
+    if frames:
+        index = gpd.GeoDataFrame(
+            pd.concat(frames, ignore_index=True), crs=target_crs.to_wkt()
+        )
+    else:
+        index = gpd.GeoDataFrame(
+            {k: [] for k in ("key", "shard", "split", "source")}, geometry=[],
+            crs=target_crs.to_wkt(),
+        )
+    tmp = path.with_name(path.stem + ".partial.gpkg")
+    tmp.unlink(missing_ok=True)
+    index.to_file(tmp, layer="tiles", driver="GPKG")
+    os.replace(tmp, path)
+
+
+def tile_keys(plan: TilingPlan) -> list[str]:
+    """Every planned key (before selection), in plan order; for tests and reports."""
+    return [tile_key(s.raster.name, r, c) for s in plan.shards for r, c in s.positions]
+
+
+__all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output", "tile_keys"]

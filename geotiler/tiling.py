@@ -1,0 +1,168 @@
+"""The tile grid and the spatial train/val/test split.
+
+The grid lives in the raster's CRS at the target pixel size: tile (row, col) covers output
+pixels ``[row*stride, row*stride+size)`` x ``[col*stride, col*stride+size)`` from the raster's
+top-left corner. The last row and column run past the raster's edge and are padded, so the
+tiles cover every source pixel and none is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+
+from geotiler.config import SPLITS, TileConfig
+from geotiler.errors import ConfigError
+from geotiler.io import RasterInfo
+
+# Which split survives where overlapping tiles would land on both sides of a split border:
+# held-out tiles are kept, training tiles give way.
+_PRIORITY = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles of one raster at the target resolution."""
+
+    origin: tuple[float, float]  # map x, y of the raster's top-left corner
+    pixel: tuple[float, float]  # target pixel width, height in CRS units (both > 0)
+    size: int
+    stride: int
+    rows: int
+    cols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.cols)
+
+    def transform(self, row: int, col: int) -> Affine:
+        """Affine transform of tile (row, col): its pixel (i, j) -> map coordinates."""
+        x0 = self.origin[0] + col * self.stride * self.pixel[0]
+        y0 = self.origin[1] - row * self.stride * self.pixel[1]
+        return Affine(self.pixel[0], 0.0, x0, 0.0, -self.pixel[1], y0)
+
+    def bounds(self, row: int, col: int, pad: int = 0) -> tuple[float, float, float, float]:
+        """Map bounds (left, bottom, right, top) of a tile, grown by ``pad`` target pixels."""
+        t = self.transform(row, col)
+        left = t.c - pad * self.pixel[0]
+        top = t.f + pad * self.pixel[1]
+        right = t.c + (self.size + pad) * self.pixel[0]
+        bottom = t.f - (self.size + pad) * self.pixel[1]
+        return (left, bottom, right, top)
+
+
+def target_pixel(info: RasterInfo, config: TileConfig) -> tuple[float, float]:
+    """Target pixel size in the raster's CRS units, from --gsd (metres) or --scale."""
+    px, py = abs(info.transform.a), abs(info.transform.e)
+    if config.gsd is not None:
+        factor = config.gsd / info.mean_gsd
+    elif config.scale is not None:
+        factor = config.scale
+    else:
+        factor = 1.0
+    return (px * factor, py * factor)
+
+
+def make_grid(info: RasterInfo, config: TileConfig) -> TileGrid:
+    """The tile grid of one raster; rasters smaller than a tile get one padded tile."""
+    pixel = target_pixel(info, config)
+    width = info.width * abs(info.transform.a) / pixel[0]
+    height = info.height * abs(info.transform.e) / pixel[1]
+    if width < 1 or height < 1:
+        raise ConfigError(
+            f"{info.path}: at the target GSD the raster is {width:.2f} x {height:.2f} px; "
+            "choose a finer --gsd or a smaller --scale"
+        )
+    return TileGrid(
+        origin=(info.transform.c, info.transform.f),
+        pixel=pixel,
+        size=config.size,
+        stride=config.stride,
+        rows=_count(height, config.size, config.stride),
+        cols=_count(width, config.size, config.stride),
+    )
+
+
+def _count(extent: float, size: int, stride: int) -> int:
+    """Fewest tiles of ``size`` at ``stride`` whose union covers ``extent`` pixels."""
+    return max(1, math.ceil(max(extent - size, 0.0) / stride - 1e-9) + 1)
+
+
+def assign_splits(
+    grids: Sequence[tuple[str, TileGrid]], config: TileConfig
+) -> list[np.ndarray]:
+    """Split every raster's tiles into train/val/test by square blocks of tiles.
+
+    Blocks of ``block_tiles`` x ``block_tiles`` tiles from all rasters are pooled, shuffled
+    with the seed and dealt out by the split fractions, so the result depends only on the
+    inputs and the seed. Then, where tiles overlap (``--overlap``), a tile that overlaps a
+    tile of another split is dropped from the lower-priority side (train < val < test), so
+    no pixel is seen by two splits. Returns, per raster, a (rows, cols) array of split names
+    with "" for dropped tiles.
+    """
+    bt = config.block_tiles
+    blocks: list[tuple[int, int, int]] = []
+    for index, (_, grid) in enumerate(grids):
+        for br in range(math.ceil(grid.rows / bt)):
+            for bc in range(math.ceil(grid.cols / bt)):
+                blocks.append((index, br, bc))
+    names = "|".join(name for name, _ in grids)
+    rng = np.random.default_rng([config.seed, zlib.crc32(names.encode())])
+    order = rng.permutation(len(blocks))
+    counts = _deal(len(blocks), config.split)
+    block_split: dict[tuple[int, int, int], str] = {}
+    position = 0
+    for split, count in zip(SPLITS, counts, strict=True):
+        for k in order[position : position + count]:
+            block_split[blocks[k]] = split
+        position += count
+
+    result = []
+    for index, (_, grid) in enumerate(grids):
+        rows, cols = np.indices(grid.shape)
+        codes = np.vectorize(lambda r, c, i=index: _PRIORITY[block_split[(i, r // bt, c // bt)]])(
+            rows, cols
+        ).astype(np.int8)
+        codes = _guard_overlaps(codes, reach=math.ceil(config.size / config.stride) - 1)
+        labels = np.array(["", *SPLITS], dtype=object)[codes + 1]
+        result.append(labels)
+    return result
+
+
+def _deal(n_blocks: int, fractions: Sequence[float]) -> list[int]:
+    """Block counts per split: rounded fractions, at least one held-out block when asked for
+    and there are blocks to spare, the rest to train."""
+    val = round(fractions[1] * n_blocks)
+    test = round(fractions[2] * n_blocks)
+    if fractions[1] > 0 and val == 0 and n_blocks - test >= 2:
+        val = 1
+    if fractions[2] > 0 and test == 0 and n_blocks - val >= 2:
+        test = 1
+    if fractions[0] > 0 and val + test >= n_blocks and n_blocks > 0:
+        # keep at least one training block
+        if test >= val and test > 0:
+            test -= 1
+        elif val > 0:
+            val -= 1
+    train = n_blocks - val - test
+    return [train, val, test]
+
+
+def _guard_overlaps(codes: np.ndarray, reach: int) -> np.ndarray:
+    """Drop (-1) every tile that overlaps a tile of a higher-priority split."""
+    if reach <= 0:
+        return codes
+    rows, cols = codes.shape
+    padded = np.full((rows + 2 * reach, cols + 2 * reach), -1, dtype=np.int8)
+    padded[reach : reach + rows, reach : reach + cols] = codes
+    highest = codes.copy()
+    for dr in range(-reach, reach + 1):
+        for dc in range(-reach, reach + 1):
+            window = padded[reach + dr : reach + dr + rows, reach + dc : reach + dc + cols]
+            np.maximum(highest, window, out=highest)
+    return np.where(highest > codes, np.int8(-1), codes)

@@ -1,0 +1,295 @@
+"""`geotiler tile` through the real CLI: outputs, determinism, resume and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from click.testing import CliRunner
+
+from geotiler.cli import main
+from geotiler.dataset import load_dataset_info
+from geotiler.shards import iter_tiles, list_shards
+
+from conftest import pixel_box, write_footprints, write_raster
+
+
+def run(*args: str) -> object:
+    result = CliRunner().invoke(main, ["-q", *args])
+    return result
+
+
+def assert_one_line_error(result, code: int, *words: str) -> None:
+    assert result.exit_code == code, result.output + result.stderr
+    assert "Traceback" not in result.stderr + result.output
+    message = [line for line in result.stderr.splitlines() if line.strip()]
+    assert message, "an error message is printed"
+    text = " ".join(message).lower()
+    for word in words:
+        assert word.lower() in text, text
+
+
+def digest_shards(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in list_shards(out)}
+
+
+def test_tile_writes_georeferenced_shards_index_and_dataset(scene, tmp_path):
+    raster, vector, polys = scene()
+    out = tmp_path / "tiles"
+    result = run("tile", str(raster), "--footprints", str(vector), "--out", str(out),
+                 "--size", "128", "--keep-empty", "1", "--max-nodata", "1")
+    assert result.exit_code == 0, result.stderr
+    info = load_dataset_info(out)
+    # 600x400 px at 128 -> 5 x 4 tiles (edges padded), all kept
+    assert sum(info.counts.values()) == 20
+    assert info.mask_channels == ["footprint", "contour"]
+    assert info.tile_size == 128 and info.gsd == pytest.approx(0.5)
+    assert info.crs == "EPSG:32633"
+    assert info.sources[0]["sha256"] == hashlib.sha256(raster.read_bytes()).hexdigest()
+
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    assert len(index) == 20 and index.crs.to_epsg() == 32633
+    assert set(index.columns) >= {"key", "shard", "split", "building_fraction", "building_count"}
+    with rasterio.open(raster) as src:
+        assert index.union_all().covers(shapely.box(*src.bounds))
+
+    truth = shapely.union_all(polys)
+    for tile in iter_tiles(out):
+        assert tile.crs.to_epsg() == 32633
+        bounds = shapely.box(*rasterio.transform.array_bounds(128, 128, tile.transform))
+        expected = truth.intersection(bounds).area / 0.25  # in pixels
+        assert abs(np.count_nonzero(tile.mask[0]) - expected) <= 0.02 * expected + 30
+        # the image is the source pixels under the tile's transform
+        if tile.valid.all():
+            with rasterio.open(raster) as src:
+                window = rasterio.windows.from_bounds(*bounds.bounds, transform=src.transform)
+                assert np.array_equal(src.read(window=window), tile.image)
+    # a member opens straight from the shard with GDAL's /vsitar/
+    shard = list_shards(out, "train")[0]
+    key = json.loads(shard.with_name(shard.stem + ".records.json").read_text())["records"][0]["key"]
+    with rasterio.open(f"/vsitar/{shard}/{key}.mask.tif") as member:
+        assert member.crs.to_epsg() == 32633 and member.count == 2
+
+
+def test_footprints_in_another_crs_give_the_same_masks(scene, tmp_path):
+    raster, vector, _ = scene(name="a")
+    _, vector_geo, _ = scene(name="b", vector_crs="EPSG:4326", vector_ext=".geojson")
+    masks = []
+    for name, vec in (("same", vector), ("geo", vector_geo)):
+        out = tmp_path / name
+        assert run("tile", str(raster), "-f", str(vec), "-o", str(out), "--size", "128").exit_code == 0
+        masks.append({t.key: t.mask for t in iter_tiles(out)})
+    assert masks[0].keys() == masks[1].keys()
+    for key in masks[0]:
+        differ = np.count_nonzero(masks[0][key][0] != masks[1][key][0])
+        assert differ <= 20  # reprojection round-off flips a few edge pixels at most
+
+
+def test_same_tiles_for_one_or_many_workers(scene, tmp_path):
+    raster, vector, _ = scene(width=900, height=700)
+    digests = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}"
+        result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                     "--shard-size", "16", "--workers", workers)
+        assert result.exit_code == 0, result.stderr
+        digests.append(digest_shards(out))
+    assert len(digests[0]) > 4 and digests[0] == digests[1]
+
+
+def test_rerun_reuses_finished_shards_and_redoes_missing_ones(scene, tmp_path):
+    raster, vector, _ = scene(width=700, height=500)
+    out = tmp_path / "tiles"
+    args = ["tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+            "--shard-size", "8"]
+    assert run(*args).exit_code == 0
+    before = digest_shards(out)
+    victim = sorted(before)[1]
+    (out / "shards" / victim).unlink()
+    (out / "dataset.json").unlink()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    assert "1 shard(s) written" in result.output and f"{len(before) - 1} reused" in result.output
+    assert digest_shards(out) == before
+    assert load_dataset_info(out).counts
+
+
+def test_other_settings_into_existing_dataset_need_overwrite(scene, tmp_path):
+    raster, vector, _ = scene()
+    out = tmp_path / "tiles"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128").exit_code == 0
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64")
+    assert_one_line_error(result, 1, "other settings", "--overwrite")
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--overwrite")
+    assert result.exit_code == 0 and load_dataset_info(out).tile_size == 64
+
+
+def test_raster_smaller_than_a_tile_gives_one_padded_tile(tmp_path):
+    data = np.full((3, 50, 70), 120, dtype=np.uint8)
+    raster = write_raster(tmp_path / "small.tif", data)
+    vector = write_footprints(tmp_path / "b.gpkg", [pixel_box(10, 10, 30, 30)], "EPSG:32633")
+    out = tmp_path / "tiles"
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--max-nodata", "0.9")
+    assert result.exit_code == 0, result.stderr
+    (tile,) = list(iter_tiles(out))
+    assert tile.image.shape == (3, 64, 64)
+    assert tile.valid[:50, :70].all() and not tile.valid[50:, :].any()
+    assert np.count_nonzero(tile.mask[0]) == 400
+
+
+def test_uint16_single_band_alpha_and_band_selection(tmp_path):
+    data = np.random.default_rng(1).integers(0, 4000, size=(4, 100, 100)).astype(np.uint16)
+    data[3] = 65535
+    data[3, :, 80:] = 0  # alpha: right strip transparent
+    raster = write_raster(tmp_path / "rgba.tif", data, alpha=True)
+    vector = write_footprints(tmp_path / "b.gpkg", [pixel_box(10, 10, 40, 40)], "EPSG:32633")
+    out = tmp_path / "tiles"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+               "--max-nodata", "1", "--keep-empty", "1").exit_code == 0
+    info = load_dataset_info(out)
+    assert info.bands == [1, 2, 3] and info.dtype == "uint16"  # alpha left out
+    tiles = {t.key: t for t in iter_tiles(out)}
+    right = next(t for t in tiles.values() if t.record["col"] == 1 and t.record["row"] == 0)
+    assert not right.valid[:, 80 - 64 :].any()  # alpha 0 is nodata
+    out2 = tmp_path / "tiles2"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out2), "--size", "64",
+               "--bands", "2", "--max-nodata", "1").exit_code == 0
+    tile = next(iter_tiles(out2))
+    assert tile.image.shape[0] == 1 and tile.image.dtype == np.uint16
+    assert np.array_equal(tile.image[0, :50, :50], data[1, :50, :50])
+
+
+def test_gsd_resamples_imagery_and_rasterizes_masks_on_the_target_grid(scene, tmp_path):
+    raster, vector, polys = scene(width=512, height=512)
+    out = tmp_path / "tiles"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128",
+               "--gsd", "1.0", "--keep-empty", "1").exit_code == 0
+    info = load_dataset_info(out)
+    assert info.gsd == pytest.approx(1.0)
+    assert sum(info.counts.values()) == 4  # 512 px at 0.5 m = 256 px at 1 m = 2 x 2 tiles
+    truth = shapely.union_all(polys)
+    total = sum(np.count_nonzero(t.mask[0]) for t in iter_tiles(out))
+    assert abs(total - truth.area) <= 0.05 * truth.area  # 1 m pixels: area in m2 = pixels
+
+
+def test_interrupted_run_leaves_no_partial_shard(tmp_path):
+    """Ctrl-C in the middle: exit 130, no *.partial file, finished shards complete."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, size=(3, 2048, 2048), dtype=np.uint8)
+    raster = write_raster(tmp_path / "big.tif", data)
+    polys = [pixel_box(c, r, c + 20, r + 20) for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
+    vector = write_footprints(tmp_path / "b.gpkg", polys, "EPSG:32633")
+    out = tmp_path / "tiles"
+    cmd = [sys.executable, "-m", "geotiler", "tile", str(raster), "-f", str(vector), "-o",
+           str(out), "--size", "32", "--shard-size", "64", "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((out / "shards").glob("*.tar")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Interrupted" in stderr
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
+    assert not (out / "dataset.json").exists()
+    for shard in list_shards(out):  # whatever finished is whole and readable
+        assert len(list(iter_tiles(out, shards=[shard]))) > 0
+
+
+@pytest.mark.parametrize("case", ["missing", "not_raster", "no_crs", "no_transform"])
+def test_bad_rasters_give_one_line_errors(case, tmp_path, scene):
+    _, vector, _ = scene()
+    path = tmp_path / "bad.tif"
+    if case == "not_raster":
+        path.write_text("hello")
+    elif case == "no_crs":
+        write_raster(path, np.zeros((1, 10, 10), np.uint8), crs=None)
+    elif case == "no_transform":
+        with rasterio.open(path, "w", driver="GTiff", width=10, height=10, count=1,
+                           dtype="uint8") as dst:
+            dst.write(np.zeros((1, 10, 10), np.uint8))
+    result = run("tile", str(path), "-f", str(vector), "-o", str(tmp_path / "o"))
+    words = {"missing": ["does not exist"], "not_raster": ["not a raster"],
+             "no_crs": ["no crs"], "no_transform": ["no crs"]}[case]
+    assert_one_line_error(result, 1, *words)
+    assert not (tmp_path / "o" / "dataset.json").exists()
+
+
+def test_vector_problems(tmp_path, scene):
+    raster, _, _ = scene()
+    empty = write_footprints(tmp_path / "empty.gpkg", [], "EPSG:32633")
+    assert_one_line_error(run("tile", str(raster), "-f", str(empty), "-o", str(tmp_path / "a")),
+                          1, "no features")
+    nocrs = tmp_path / "nocrs.geojson"
+    nocrs.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}}]}))
+    # GeoJSON without "crs" is WGS 84 by spec; use a shapefile without .prj instead
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.shp")
+    (tmp_path / "nocrs.prj").unlink(missing_ok=True)
+    assert_one_line_error(run("tile", str(raster), "-f", str(tmp_path / "nocrs.shp"), "-o",
+                              str(tmp_path / "b")), 1, "no CRS")
+    far = write_footprints(tmp_path / "far.gpkg", [shapely.box(0, 0, 10, 10)], "EPSG:32633")
+    result = run("tile", str(raster), "-f", str(far), "-o", str(tmp_path / "c"),
+                 "--require-footprints")
+    assert_one_line_error(result, 1, "no footprint", "overlaps")
+    result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(far), "-o",
+                                       str(tmp_path / "d")])
+    assert result.exit_code == 0 and "no footprint" in result.stderr  # a warning only
+
+
+def test_invalid_polygons_are_repaired_and_counted(tmp_path):
+    raster = write_raster(tmp_path / "r.tif", np.zeros((3, 64, 64), np.uint8))
+    bowtie = shapely.Polygon([(500005, 4999995), (500025, 4999975), (500025, 4999995),
+                              (500005, 4999975)])
+    assert not bowtie.is_valid
+    vector = write_footprints(tmp_path / "v.gpkg", [bowtie, pixel_box(5, 5, 20, 20)], "EPSG:32633")
+    out = tmp_path / "t"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64").exit_code == 0
+    data = json.loads((out / "dataset.json").read_text())
+    assert data["footprints"]["repaired"] == 1
+    (tile,) = list(iter_tiles(out))
+    assert np.count_nonzero(tile.mask[0]) > 15 * 15
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "word"),
+    [("--size", "8", "--size"), ("--gsd", "-2", "--gsd"), ("--split", "0.5,0.5", "--split"),
+     ("--split", "a,b,c", "--split"), ("--overlap", "300", "--overlap"), ("--bands", "x", "--bands")],
+)
+def test_bad_options_exit_2(flag, value, word, scene, tmp_path):
+    raster, vector, _ = scene()
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(tmp_path / "o"), flag, value)
+    assert_one_line_error(result, 2, word)
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_dir_that_is_not_a_dataset_is_refused(scene, tmp_path):
+    raster, vector, _ = scene()
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert_one_line_error(run("tile", str(raster), "-f", str(vector), "-o", str(out)), 1,
+                          "not a geotiler")
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_help_explains_the_options():
+    result = CliRunner().invoke(main, ["tile", "--help"])
+    assert result.exit_code == 0
+    for word in ("--footprints", "--gsd", "--contour-width", "--scheduler", "--split", "Example"):
+        assert word in result.output
+    assert os.environ.get("NO_SUCH_VAR") is None
