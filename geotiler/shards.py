@@ -114,7 +114,7 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.USTAR_FORMAT)
         return self
 
     def add(self, key: str, members: dict[str, bytes], record: dict[str, Any]) -> None:

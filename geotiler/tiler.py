@@ -51,10 +51,21 @@ class ShardResult:
     skipped_selection: int = 0
 
 
-def tile_key(source: str, row: int, col: int) -> str:
-    """Key of a tile inside its shard: no dots or slashes (WebDataset splits on dots)."""
+MAX_SOURCE_CHARS = 40
+
+
+def source_key(source: str) -> str:
+    """The source-name part of tile keys: no dots or slashes (WebDataset splits on dots),
+    and short, so member names fit a plain ustar header that GDAL's /vsitar/ reads."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in source)
-    return f"{safe}_r{row:04d}_c{col:04d}"
+    if len(safe) > MAX_SOURCE_CHARS:
+        safe = f"{safe[: MAX_SOURCE_CHARS - 9]}-{zlib.crc32(safe.encode()):08x}"
+    return safe
+
+
+def tile_key(source: str, row: int, col: int) -> str:
+    """Key of a tile inside its shard."""
+    return f"{source_key(source)}_r{row:04d}_c{col:04d}"
 
 
 def resampling_for(grid: TileGrid, info: RasterInfo) -> Resampling:

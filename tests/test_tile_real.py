@@ -1,0 +1,93 @@
+"""Tiling the real scenes of ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from click.testing import CliRunner
+
+from geotiler.cli import main
+from geotiler.dataset import load_dataset_info
+from geotiler.io import load_footprints, open_raster_info
+from geotiler.shards import iter_tiles, list_shards
+from geotiler.tiler import source_key
+
+from conftest import shared_scene
+
+pytestmark = pytest.mark.shared_data
+
+SCENES = {
+    # folder: (raster globs, footprint file, extra args)
+    "massachusetts-22978945": (["22978945_15.tif"], "22978945_15.gpkg", []),
+    "kampala-a": (["DERIVED_kampala_A_z20_mosaic.tif"], "labels.geojson", ["--gsd", "0.3"]),
+    "spacenet-atlanta-pan": (["sample_geotiff.tif"], "geotiff_labels.geojson", []),
+    "spacenet-atlanta-rgba": (
+        ["SN4_buildings_train_AOI_6_Atlanta_nadir10_catid_1030010003993E00_PS-RGBNIR_732701_3729639_clipped.tif"],
+        "SN4_buildings_train_AOI_6_Atlanta_geojson_buildings_732701_3729639.geojson", []),
+    "tanzania": (["DERIVED_ds1_part0_*.tif", "DERIVED_ds1_part1_*.tif"], "labels.geojson", []),
+    "philippines": (["DERIVED_ds4_part0_*.tif", "DERIVED_ds4_part1_*.tif"], "labels.geojson", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENES))
+def test_real_scene_tiles_match_footprints(name, tmp_path):
+    folder = shared_scene(name)
+    patterns, vector_name, extra = SCENES[name]
+    rasters = [next(iter(folder.glob(p))) for p in patterns]
+    vector = folder / vector_name
+    out = tmp_path / "tiles"
+    result = CliRunner().invoke(main, ["-q", "tile", *map(str, rasters), "-f", str(vector),
+                                       "-o", str(out), "--keep-empty", "1", *extra])
+    assert result.exit_code == 0, result.stderr
+    info = load_dataset_info(out)
+    infos = [open_raster_info(r) for r in rasters]
+    assert info.bands == list(infos[0].bands)
+    assert info.dtype == infos[0].dtype
+    if "--gsd" in extra:
+        assert info.gsd == pytest.approx(float(extra[extra.index("--gsd") + 1]), rel=1e-3)
+    else:
+        assert info.gsd == pytest.approx(infos[0].mean_gsd, rel=1e-6)
+    total = sum(info.counts.values())
+    assert total > 0 and info.counts["train"] > 0
+    assert len(info.std) == len(info.bands) and all(s > 0 for s in info.std)
+
+    footprints = load_footprints(vector)
+    building_pixels = 0
+    truth_pixels = 0.0
+    for tile in iter_tiles(out):
+        src = next(i for i in infos if tile.key.startswith(source_key(i.name)))
+        assert tile.crs == src.crs
+        assert tile.image.shape[1:] == (info.tile_size, info.tile_size)
+        truth = shapely.union_all(footprints.to_crs(src.crs))
+        bounds = shapely.box(*rasterio.transform.array_bounds(
+            info.tile_size, info.tile_size, tile.transform))
+        # footprint pixels agree with the footprints' area inside the valid part of the tile
+        pixel_area = abs(tile.transform.a * tile.transform.e)
+        inside = truth.intersection(bounds).area / pixel_area
+        got = np.count_nonzero(tile.mask[0])
+        if tile.valid.all():
+            assert abs(got - inside) <= 0.05 * inside + 0.5 * tile.record["building_count"] * 8 + 10
+        building_pixels += got
+        truth_pixels += inside
+        # contours are drawn only near footprints (away from the tile edge, where the outline
+        # of a building just outside the tile may reach in,
+        # or from nodata, where a building's mask was cleared)
+        stray = tile.mask[1] & ~_dilate(tile.mask[0], 3)
+        stray[_dilate((~tile.valid).astype(np.uint8) * 255, 2) > 0] = 0
+        assert np.count_nonzero(stray[2:-2, 2:-2]) == 0
+    assert building_pixels > 0.8 * truth_pixels * 0.8  # nodata areas may hold footprints
+    # one member read straight from the shard through GDAL's /vsitar/
+    shard = list_shards(out)[0]
+    key = next(iter_tiles(out, shards=[shard])).key
+    with rasterio.open(f"/vsitar/{shard}/{key}.image.tif") as member:
+        assert member.crs == infos[0].crs or len(infos) > 1
+        assert member.count == len(info.bands)
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
+    return cv2.dilate(mask, kernel)
