@@ -17,6 +17,7 @@ the whole process tree). Memory should not grow with the raster size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -47,10 +48,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
             while not done.is_set():
                 rss = parent.memory_info().rss
                 for child in parent.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         rss += child.memory_info().rss
-                    except psutil.Error:
-                        pass
                 peak = max(peak, rss)
                 time.sleep(0.02)
         except psutil.Error:

@@ -25,7 +25,6 @@ def draw_contours(labels: np.ndarray, width: int) -> np.ndarray:
     ids = ids[ids > 0]
     if ids.size == 0:
         return canvas
-    height, wide = labels.shape
     rows = np.any(labels > 0, axis=1)
     cols = np.any(labels > 0, axis=0)
     r0, r1 = np.flatnonzero(rows)[[0, -1]]

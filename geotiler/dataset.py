@@ -71,7 +71,9 @@ def load_dataset_info(dataset_dir: Path | str) -> DatasetInfo:
     """Read and check ``dataset.json``; DatasetError with the reason if it is not usable."""
     path = Path(dataset_dir) / DATASET_FILE
     if not Path(dataset_dir).is_dir():
-        raise DatasetError(f"tile dataset {dataset_dir} does not exist (make one with geotiler tile)")
+        raise DatasetError(
+            f"tile dataset {dataset_dir} does not exist (make one with geotiler tile)"
+        )
     if not path.is_file():
         raise DatasetError(
             f"{dataset_dir} has no {DATASET_FILE}: not a finished geotiler tile dataset "

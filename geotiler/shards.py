@@ -182,7 +182,7 @@ def iter_shard(path: Path | str, *, skip_corrupt: bool = True) -> Iterator[Tile]
     """
     path = Path(path)
     try:
-        tar = tarfile.open(path, "r")
+        tar = tarfile.open(path, "r")  # noqa: SIM115 - closed by the with-block below
     except (OSError, tarfile.TarError) as err:
         raise DatasetError(f"cannot open shard {path}: {err}") from None
     with tar:

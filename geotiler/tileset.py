@@ -228,7 +228,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def finish_dataset(
-    out_dir: Path | str, plan: TilingPlan, results: Sequence[ShardResult], *, hash_sources: bool = True
+    out_dir: Path | str,
+    plan: TilingPlan,
+    results: Sequence[ShardResult],
+    *,
+    hash_sources: bool = True,
 ) -> DatasetInfo:
     """Write ``index.gpkg`` and, last, ``dataset.json`` (which marks the dataset finished)."""
     out = Path(out_dir)
@@ -266,7 +270,10 @@ def finish_dataset(
         target=plan.config.target,
         counts=dict(report.tiles),
         config=plan.config.to_dict(),
-        sources=[_source_entry(r, g, records, hash_sources) for r, g in zip(plan.rasters, plan.grids, strict=True)],
+        sources=[
+            _source_entry(r, g, records, hash_sources)
+            for r, g in zip(plan.rasters, plan.grids, strict=True)
+        ],
         crs=crs_set.pop() if len(crs_set) == 1 else None,
         format_version=FORMAT_VERSION,
         extra={

@@ -88,7 +88,8 @@ def test_footprints_in_another_crs_give_the_same_masks(scene, tmp_path):
     masks = []
     for name, vec in (("same", vector), ("geo", vector_geo)):
         out = tmp_path / name
-        assert run("tile", str(raster), "-f", str(vec), "-o", str(out), "--size", "128").exit_code == 0
+        result = run("tile", str(raster), "-f", str(vec), "-o", str(out), "--size", "128")
+        assert result.exit_code == 0
         masks.append({t.key: t.mask for t in iter_tiles(out)})
     assert masks[0].keys() == masks[1].keys()
     for key in masks[0]:
@@ -128,7 +129,8 @@ def test_rerun_reuses_finished_shards_and_redoes_missing_ones(scene, tmp_path):
 def test_other_settings_into_existing_dataset_need_overwrite(scene, tmp_path):
     raster, vector, _ = scene()
     out = tmp_path / "tiles"
-    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128").exit_code == 0
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128")
+    assert result.exit_code == 0
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64")
     assert_one_line_error(result, 1, "other settings", "--overwrite")
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
@@ -190,7 +192,8 @@ def test_interrupted_run_leaves_no_partial_shard(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, size=(3, 2048, 2048), dtype=np.uint8)
     raster = write_raster(tmp_path / "big.tif", data)
-    polys = [pixel_box(c, r, c + 20, r + 20) for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
+    polys = [pixel_box(c, r, c + 20, r + 20)
+             for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
     vector = write_footprints(tmp_path / "b.gpkg", polys, "EPSG:32633")
     out = tmp_path / "tiles"
     cmd = [sys.executable, "-m", "geotiler", "tile", str(raster), "-f", str(vector), "-o",
@@ -258,7 +261,8 @@ def test_invalid_polygons_are_repaired_and_counted(tmp_path):
     assert not bowtie.is_valid
     vector = write_footprints(tmp_path / "v.gpkg", [bowtie, pixel_box(5, 5, 20, 20)], "EPSG:32633")
     out = tmp_path / "t"
-    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64").exit_code == 0
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64")
+    assert result.exit_code == 0
     data = json.loads((out / "dataset.json").read_text())
     assert data["footprints"]["repaired"] == 1
     (tile,) = list(iter_tiles(out))
@@ -268,7 +272,8 @@ def test_invalid_polygons_are_repaired_and_counted(tmp_path):
 @pytest.mark.parametrize(
     ("flag", "value", "word"),
     [("--size", "8", "--size"), ("--gsd", "-2", "--gsd"), ("--split", "0.5,0.5", "--split"),
-     ("--split", "a,b,c", "--split"), ("--overlap", "300", "--overlap"), ("--bands", "x", "--bands")],
+     ("--split", "a,b,c", "--split"), ("--overlap", "300", "--overlap"),
+     ("--bands", "x", "--bands")],
 )
 def test_bad_options_exit_2(flag, value, word, scene, tmp_path):
     raster, vector, _ = scene()

@@ -12,6 +12,8 @@ import shapely
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
 
 from geotiler.config import TileConfig
 from geotiler.contours import draw_contours
@@ -19,8 +21,6 @@ from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo, ground_gsd, read_window
 from geotiler.masks import rasterize_labels, tile_masks
 from geotiler.tiling import assign_splits, make_grid
-from rasterio.crs import CRS
-from rasterio.enums import Resampling
 
 from conftest import write_raster
 
