@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio.features
+import shapely
 from affine import Affine
 
 from geotiler.contours import draw_contours, seed_rgb_target
@@ -23,6 +24,23 @@ def rasterize_labels(geoms: np.ndarray, transform: Affine, shape: tuple[int, int
     )
 
 
+def _pixel_boxes(geoms: np.ndarray, transform: Affine, size: int) -> np.ndarray:
+    """(id, row0, row1, col0, col1) pixel boxes of the polygons, clipped to the grid."""
+    if len(geoms) == 0:
+        return np.zeros((0, 5), dtype=np.int64)
+    bounds = shapely.bounds(geoms)  # minx, miny, maxx, maxy
+    inverse = ~transform
+    c0, r0 = inverse * (bounds[:, 0], bounds[:, 3])
+    c1, r1 = inverse * (bounds[:, 2], bounds[:, 1])
+    boxes = np.stack([
+        np.arange(1, len(geoms) + 1),
+        np.floor(r0) - 1, np.ceil(r1) + 1, np.floor(c0) - 1, np.ceil(c1) + 1,
+    ], axis=1)
+    boxes[:, 1:] = np.clip(boxes[:, 1:], 0, size)
+    boxes = boxes.astype(np.int64)
+    return boxes[(boxes[:, 2] > boxes[:, 1]) & (boxes[:, 4] > boxes[:, 3])]
+
+
 def tile_masks(
     geoms: np.ndarray,
     transform: Affine,
@@ -39,13 +57,15 @@ def tile_masks(
     tile edge get no false outline along the edge.
     """
     pad = contour_width + 1
+    full = size + 2 * pad
     padded = Affine(transform.a, 0, transform.c - pad * transform.a,
                     0, transform.e, transform.f - pad * transform.e)
-    labels = rasterize_labels(geoms, padded, (size + 2 * pad, size + 2 * pad))
-    contour = draw_contours(labels, contour_width)[pad:-pad, pad:-pad]
+    labels = rasterize_labels(geoms, padded, (full, full))
+    contour = draw_contours(labels, contour_width, _pixel_boxes(geoms, padded, full))
+    contour = contour[pad:-pad, pad:-pad]
     inner = labels[pad:-pad, pad:-pad]
     footprint = np.where(inner > 0, 255, 0).astype(np.uint8)
-    count = int(np.count_nonzero(np.unique(inner)))
+    count = int(np.count_nonzero(np.bincount(inner.ravel(), minlength=len(geoms) + 1)[1:]))
     if target == "seed-rgb":
         return seed_rgb_target(footprint, contour, seed_blur), count
     return np.stack([footprint, contour]), count

@@ -80,12 +80,14 @@ def encode_geotiff(
     if compress != "none":
         profile["compress"] = compress
         profile["predictor"] = 2
+        if compress == "deflate":
+            profile["zlevel"] = 1  # 30% faster than the default 6, files ~5% larger
     if nodata is not None:
         profile["nodata"] = nodata
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
             dst.write(array)
-            if valid is not None:
+            if valid is not None and not valid.all():  # all-valid needs no mask band
                 dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
         return bytes(memfile.read())
 

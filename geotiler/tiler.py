@@ -141,10 +141,10 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             }
             writer.add(key, members, record)
             if spec.split == "train":
-                pixels = image[:, valid].astype(np.float64)
-                band_sum += pixels.sum(axis=1)
-                band_sqsum += (pixels**2).sum(axis=1)
-                band_count += pixels.shape[1]
+                sums, sqsums, count = band_moments(image, valid)
+                band_sum += sums
+                band_sqsum += sqsums
+                band_count += count
         writer.summary = {
             "band_sum": band_sum.tolist(),
             "band_sqsum": band_sqsum.tolist(),
@@ -165,6 +165,30 @@ def shard_result(records: list[dict[str, Any]], summary: dict[str, Any]) -> Shar
         skipped_nodata=int(summary["skipped_nodata"]),
         skipped_selection=int(summary["skipped_selection"]),
     )
+
+
+def band_moments(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-band sum and sum of squares over valid pixels, and their count.
+
+    Integer images go through a histogram (exact, and cheaper than squaring in float64).
+    """
+    count = int(np.count_nonzero(valid))
+    flat = image.reshape(image.shape[0], -1)
+    mask = valid.ravel()
+    sums = np.zeros(image.shape[0])
+    sqsums = np.zeros(image.shape[0])
+    for band, values in enumerate(flat):
+        values = values if count == mask.size else values[mask]
+        if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+            hist = np.bincount(values).astype(np.float64)
+            levels = np.arange(hist.size, dtype=np.float64)
+            sums[band] = hist @ levels
+            sqsums[band] = hist @ (levels * levels)
+        else:
+            as_float = values.astype(np.float64)
+            sums[band] = as_float.sum()
+            sqsums[band] = as_float @ as_float
+    return sums, sqsums, count
 
 
 def _selected(building_fraction: float, key: str, config: TileConfig) -> bool:
