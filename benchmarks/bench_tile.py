@@ -131,7 +131,7 @@ def main() -> None:
             if not raster.exists():
                 log.info("generating a %d x %d scene ...", side, side)
                 summary = make_scene(raster, vector, SceneSpec(width=side, height=side, seed=1))
-                log.info("  %s buildings", summary.buildings)
+                log.info("  %s buildings", summary.n_buildings)
             g_s, g_rss, g_n = gdal_route(raster, vector, work, args.tile)
             for label, extra in (("geotiler (deflate)", []),
                                  ("geotiler (no compression)", ["--compress", "none"])):
