@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,11 +176,19 @@ def list_shards(dataset_dir: Path | str, split: str | None = None) -> list[Path]
     return sorted(p for p in shard_dir.glob(pattern) if shard_is_complete(p))
 
 
-def iter_shard(path: Path | str, *, skip_corrupt: bool = True) -> Iterator[Tile]:
+def iter_shard(
+    path: Path | str,
+    *,
+    skip_corrupt: bool = True,
+    select: Callable[[int, str], bool] | None = None,
+) -> Iterator[Tile]:
     """Yield the tiles of one shard in stored order.
 
     A member that cannot be decoded is logged and skipped when ``skip_corrupt`` is true
     (one bad tile should not end a long training run); otherwise it raises DatasetError.
+    ``select(index, key)``, if given, is asked before a tile is decoded (``index`` counts
+    the shard's tiles from 0); tiles it declines are skipped without decoding, so readers
+    that share a shard pay only for their own tiles.
     """
     path = Path(path)
     try:
@@ -190,25 +198,31 @@ def iter_shard(path: Path | str, *, skip_corrupt: bool = True) -> Iterator[Tile]
     with tar:
         group: dict[str, bytes] = {}
         current: str | None = None
+        index = 0
+        wanted = True
         try:
             for info in tar:
                 if not info.isfile():
                     continue
                 key, _, ext = info.name.partition(".")
-                if current is not None and key != current:
-                    tile = _assemble(path, current, group, skip_corrupt)
-                    if tile is not None:
-                        yield tile
+                if key != current:
+                    if current is not None:
+                        tile = _assemble(path, current, group, skip_corrupt) if wanted else None
+                        if tile is not None:
+                            yield tile
+                        index += 1
                     group = {}
-                current = key
-                handle = tar.extractfile(info)
-                group[ext] = handle.read() if handle else b""
+                    current = key
+                    wanted = select is None or select(index, key)
+                if wanted:
+                    handle = tar.extractfile(info)
+                    group[ext] = handle.read() if handle else b""
         except (OSError, tarfile.TarError) as err:
             if not skip_corrupt:
                 raise DatasetError(f"shard {path} is truncated or corrupt: {err}") from None
             log.warning("shard %s is truncated or corrupt after %s: %s", path, current, err)
             return
-        if current is not None:
+        if current is not None and wanted:
             tile = _assemble(path, current, group, skip_corrupt)
             if tile is not None:
                 yield tile
@@ -218,7 +232,8 @@ def _assemble(path: Path, key: str, group: dict[str, bytes], skip_corrupt: bool)
     try:
         record = json.loads(group["json"])
         image, valid, transform, crs = decode_geotiff(group["image.tif"])
-        mask, _, _, _ = decode_geotiff(group["mask.tif"])
+        with MemoryFile(group["mask.tif"]) as memfile, memfile.open() as src:
+            mask = src.read()
     except (KeyError, ValueError, rasterio.errors.RasterioError) as err:
         if not skip_corrupt:
             raise DatasetError(f"tile {key} in {path} is corrupt: {err!r}") from None

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from geotiler.cli import main
 from geotiler.dataset import load_dataset_info
-from geotiler.shards import iter_tiles, list_shards
+from geotiler.shards import iter_shard, iter_tiles, list_shards
 
 from conftest import pixel_box, write_footprints, write_raster
 
@@ -298,3 +298,16 @@ def test_help_explains_the_options():
     for word in ("--footprints", "--gsd", "--contour-width", "--scheduler", "--split", "Example"):
         assert word in result.output
     assert os.environ.get("NO_SUCH_VAR") is None
+
+
+def test_readers_sharing_a_shard_decode_only_their_tiles(scene, tmp_path):
+    raster, vector, _ = scene()
+    out = tmp_path / "tiles"
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--keep-empty", "1", "--split", "1,0,0")
+    assert result.exit_code == 0
+    (shard,) = list_shards(out)
+    every = [t.key for t in iter_shard(shard)]
+    halves = [[t.key for t in iter_shard(shard, select=lambda i, _k, p=p: i % 2 == p)]
+              for p in (0, 1)]
+    assert halves[0] == every[0::2] and halves[1] == every[1::2]

@@ -1,0 +1,184 @@
+"""``geotiler train`` end to end on tiny datasets: model file, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from trainer_fixtures import make_tile_dataset
+
+from geotiler.cli import main
+from trainer.modelfile import load_model
+
+torch.set_num_threads(1)
+
+TINY = ["--ngf", "4", "--ndf", "4", "--num-downs", "3", "--workers", "0", "--device", "cpu",
+        "--batch-size", "4"]
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
+
+
+def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tile_dataset(tmp_path_factory.mktemp("tiles"), splits={"train": 12, "val": 4},
+                             shard_size=5, size=32)
+
+
+def test_one_epoch_writes_a_model_that_predicts(tiles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    result = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "best val IoU" in result.stdout and str(out) in result.stdout
+    model = load_model(out)
+    assert model.spec.model.arch == "pix2pix"
+    assert model.spec.tile_size == 32 and model.spec.gsd == 0.5
+    assert model.spec.mask_channels == ["footprint", "contour"]
+    assert model.spec.tiling["size"] == 32
+    assert model.spec.training["epochs"] == 1 and "best_val_iou" in model.spec.training
+    image = np.random.default_rng(0).integers(0, 255, (2, 3, 32, 32)).astype(np.uint8)
+    prob = model.predict(model.normalize(image))
+    assert prob.shape == (2, 2, 32, 32)
+    assert float(prob.min()) >= 0 and float(prob.max()) <= 1
+    ckpt = tmp_path / "model.checkpoints"
+    assert (ckpt / "last.pt").is_file()
+    rows = list(csv.DictReader((ckpt / "metrics.csv").open()))
+    assert len(rows) == 1 and {"val_iou", "val_f1", "val_boundary_f", "loss_g_l1"} <= set(rows[0])
+    resolved = json.loads((ckpt / "train_config.json").read_text())
+    assert resolved["model"]["ngf"] == 4 and resolved["config"]["batch_size"] == 4
+    # a second run refuses to clobber the first
+    again = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY)
+    assert_one_line_error(again, 1, "exists", "--overwrite")
+
+
+def test_unet_on_seed_rgb_target(tmp_path: Path) -> None:
+    tiles = make_tile_dataset(tmp_path / "tiles", splits={"train": 8, "val": 4}, size=32,
+                              target="seed-rgb")
+    out = tmp_path / "unet.pt"
+    result = run(str(tiles), "--out", str(out), "--arch", "unet", "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    model = load_model(out)
+    assert model.spec.model.arch == "unet" and model.spec.target == "seed-rgb"
+    assert model.predict(model.normalize(np.zeros((1, 3, 32, 32), np.uint8))).shape[1] == 3
+
+
+def _weights(path: Path) -> dict[str, Any]:
+    state = torch.load(path, weights_only=True)
+    return {"G": state["G"], "D": state["D"], "opt_G": state["opt_G"]["state"]}
+
+
+def test_resume_equals_an_uninterrupted_run(tiles: Path, tmp_path: Path) -> None:
+    opts = [*TINY, "--seed", "7", "--max-steps", "2"]
+    full = run(str(tiles), "--out", str(tmp_path / "a.pt"), "--epochs", "3", *opts)
+    assert full.exit_code == 0, full.output
+    first = run(str(tiles), "--out", str(tmp_path / "b.pt"), "--epochs", "1", *opts)
+    assert first.exit_code == 0, first.output
+    ckpt = tmp_path / "b.checkpoints" / "last.pt"
+    resumed = run(str(tiles), "--out", str(tmp_path / "b.pt"), "--epochs", "3",
+                  "--resume", str(ckpt), *opts)
+    assert resumed.exit_code == 0, resumed.output
+    a = _weights(tmp_path / "a.checkpoints" / "last.pt")
+    b = _weights(ckpt)
+    for part in ("G", "D"):
+        assert a[part].keys() == b[part].keys()
+        for name in a[part]:
+            torch.testing.assert_close(a[part][name], b[part][name], rtol=0, atol=0)
+    for index, state in a["opt_G"].items():
+        torch.testing.assert_close(state["exp_avg"], b["opt_G"][index]["exp_avg"], rtol=0, atol=0)
+    rows_a = list(csv.DictReader((tmp_path / "a.checkpoints" / "metrics.csv").open()))
+    rows_b = list(csv.DictReader((tmp_path / "b.checkpoints" / "metrics.csv").open()))
+    assert [r["loss_g"] for r in rows_a] == [r["loss_g"] for r in rows_b]
+    assert [r["lr"] for r in rows_a] == [r["lr"] for r in rows_b]
+
+
+def test_resume_refuses_a_different_network(tiles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    assert run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
+               *TINY).exit_code == 0
+    ckpt = tmp_path / "m.checkpoints" / "last.pt"
+    result = run(str(tiles), "--out", str(out), "--epochs", "2", "--resume", str(ckpt),
+                 "--arch", "unet", *TINY)
+    assert_one_line_error(result, 2, "different network", "arch")
+    other = make_tile_dataset(tmp_path / "rgb", splits={"train": 4, "val": 0}, size=32,
+                              target="seed-rgb")
+    result = run(str(other), "--out", str(out), "--epochs", "2", "--resume", str(ckpt), *TINY)
+    assert_one_line_error(result, 2, "different tiles", "mask_channels")
+    result = run(str(tiles), "--out", str(out), "--resume", str(tmp_path / "nope.pt"), *TINY)
+    assert_one_line_error(result, 2, "does not exist")
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
+    out = str(tmp_path / "m.pt")
+    assert_one_line_error(run(str(tmp_path / "missing"), "--out", out, *TINY), 1,
+                          "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run(str(tmp_path / "empty"), "--out", out, *TINY), 1,
+                          "no dataset.json")
+    no_train = make_tile_dataset(tmp_path / "no_train", splits={"val": 3}, size=32)
+    assert_one_line_error(run(str(no_train), "--out", out, *TINY), 1, "no train tiles")
+    newer = make_tile_dataset(tmp_path / "newer", splits={"train": 2}, size=32,
+                              format_version=99)
+    assert_one_line_error(run(str(newer), "--out", out, *TINY), 1, "newer", "upgrade")
+    ok = make_tile_dataset(tmp_path / "ok", splits={"train": 2}, size=32)
+    assert_one_line_error(run(str(ok), "--out", out, *TINY[:4], "--num-downs", "6"), 2,
+                          "--num-downs 6", "32 px", "--num-downs 5")
+    assert_one_line_error(run(str(ok), "--out", out, "--arch", "gan"), 2, "--arch")
+    assert_one_line_error(run(str(ok), "--out", str(tmp_path), *TINY), 2, "--out")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run(str(ok), "--out", out, *TINY[:-4], "--device", "cuda"), 2,
+                              "no CUDA")
+
+
+def test_no_val_tiles_warns_and_corrupt_tiles_are_counted(tmp_path: Path) -> None:
+    tiles = make_tile_dataset(tmp_path / "tiles", splits={"train": 6}, size=32, corrupt=2)
+    out = tmp_path / "m.pt"
+    result = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "no val tiles" in result.stderr
+    assert "skipping corrupt tile" in result.stderr
+    assert "2 corrupt tile(s) skipped" in result.stdout
+    assert load_model(out).spec.training["best_val_iou"] is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_write_one_model(tiles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "geotiler", "-q", "train", str(tiles), "--out", str(out), "--epochs", "2",
+           *TINY]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("trained pix2pix") == 1  # rank 0 reports, rank 1 stays quiet
+    assert "x2" in proc.stdout
+    model = load_model(out)
+    assert model.spec.training["world_size"] == 2
+    rows = list(csv.DictReader((tmp_path / "ddp.checkpoints" / "metrics.csv").open()))
+    assert len(rows) == 2 and 8 <= int(rows[0]["images"]) <= 12  # both ranks trained

@@ -1,0 +1,142 @@
+"""Networks, losses and configs of the trainer: shapes, init, validation, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from geotiler.errors import ConfigError
+from trainer.config import ModelConfig, TrainConfig, max_num_downs
+from trainer.losses import GANLoss, bce_dice_loss, dice_loss, l1_loss
+from trainer.networks import (
+    NLayerDiscriminator,
+    UnetGenerator,
+    build_discriminator,
+    build_generator,
+    count_parameters,
+    init_weights,
+)
+
+torch.set_num_threads(1)
+
+
+def test_unet_256_generator_and_patchgan_shapes() -> None:
+    config = ModelConfig()  # the paper's: 8 levels, 64 filters
+    g = build_generator(config).eval()
+    d = build_discriminator(config).eval()
+    assert 54_000_000 < count_parameters(g) < 55_000_000  # junyanz unet_256: 54.4 M
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        y = g(x)
+        assert y.shape == (1, 2, 256, 256)
+        assert y.abs().max() <= 1.0  # tanh
+        assert d(torch.cat([x, y], 1)).shape == (1, 1, 30, 30)  # 70x70 PatchGAN
+    assert sum(isinstance(m, nn.Dropout) for m in g.modules()) == 3
+
+
+@pytest.mark.parametrize(("num_downs", "size"), [(2, 16), (3, 16), (5, 64), (6, 64)])
+def test_small_unets_keep_the_input_size(num_downs: int, size: int) -> None:
+    config = ModelConfig(arch="unet", in_channels=4, out_channels=3, ngf=4, num_downs=num_downs)
+    g = build_generator(config)
+    assert g(torch.randn(2, 4, size, size)).shape == (2, 3, size, size)
+
+
+def test_unet_outputs_are_logits_pix2pix_tanh() -> None:
+    x = torch.randn(1, 3, 32, 32) * 50
+    unet = build_generator(ModelConfig(arch="unet", ngf=4, num_downs=3)).eval()
+    pix = build_generator(ModelConfig(arch="pix2pix", ngf=4, num_downs=3)).eval()
+    with torch.no_grad():
+        assert pix(x).abs().max() <= 1.0
+        assert not isinstance(list(unet.modules())[-1], nn.Tanh)
+
+
+def test_init_is_normal_0_02() -> None:
+    torch.manual_seed(0)
+    g = init_weights(UnetGenerator(3, 2, 5, 32))
+    d = init_weights(NLayerDiscriminator(5, 32))
+    for net in (g, d):
+        weights = torch.cat([m.weight.detach().flatten() for m in net.modules()
+                             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)])
+        assert abs(float(weights.mean())) < 1e-3
+        assert float(weights.std()) == pytest.approx(0.02, rel=0.05)
+        norms = torch.cat([m.weight.detach().flatten() for m in net.modules()
+                           if isinstance(m, nn.BatchNorm2d)])
+        assert float(norms.mean()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_num_downs_must_fit_the_tile_size() -> None:
+    assert max_num_downs(256) == 8
+    assert max_num_downs(64) == 6
+    assert max_num_downs(96) == 5
+    ModelConfig(num_downs=8).check_tile_size(256)
+    with pytest.raises(ConfigError, match=r"--num-downs 9.*multiple of 512.*--num-downs 8"):
+        ModelConfig(num_downs=9).check_tile_size(256)
+
+
+def test_presets_and_overrides() -> None:
+    small = TrainConfig(preset="small").model_config(3, 2)
+    full = TrainConfig(preset="full").model_config(3, 2)
+    assert (small.ngf, small.num_downs) == (32, 5)
+    assert (full.ngf, full.ndf, full.num_downs) == (64, 64, 8)
+    assert TrainConfig(preset="full").effective_batch_size == 1
+    custom = TrainConfig(preset="full", ngf=16, batch_size=8)
+    assert custom.model_config(3, 2).ngf == 16
+    assert custom.resolved().batch_size == 8
+    with pytest.raises(ConfigError, match="--arch"):
+        TrainConfig(arch="gan")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--epochs"):
+        TrainConfig(epochs=0)
+
+
+def test_losses_ignore_nodata_pixels() -> None:
+    target = torch.zeros(1, 2, 8, 8)
+    pred = torch.zeros(1, 2, 8, 8)
+    pred[..., :4] = 5.0  # wrong only in the left half
+    valid = torch.ones(1, 1, 8, 8)
+    valid[..., :4] = 0
+    assert float(l1_loss(pred, target, valid)) == 0.0
+    assert float(l1_loss(pred, target)) == pytest.approx(2.5)
+    logits = torch.full((1, 2, 8, 8), -10.0)
+    logits[..., :4] = 10.0
+    assert float(bce_dice_loss(logits, target, valid)) < 0.01
+    assert float(dice_loss(logits, target)) > 0.9
+    gan = GANLoss()
+    patch = torch.full((1, 1, 4, 4), -20.0)
+    patch[..., :2] = 20.0  # "real" where pixels are nodata
+    assert float(gan(patch, False, valid)) < 1e-6
+    assert float(gan(patch, False)) > 5
+
+
+def test_unet_overfits_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(arch="unet", ngf=8, num_downs=3)
+    g = build_generator(config)
+    opt = torch.optim.Adam(g.parameters(), lr=2e-3)
+    x = torch.randn(4, 3, 32, 32)
+    target = (x[:, :2] > 0.3).float()  # learnable from the input
+    valid = torch.ones(4, 1, 32, 32)
+    losses = []
+    for _ in range(300):
+        opt.zero_grad()
+        loss = bce_dice_loss(g(x), target, valid)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.15 * losses[0]
+
+
+def test_pix2pix_step_lowers_l1_on_a_fixed_batch() -> None:
+    from trainer.loop import Dist, build_models, pix2pix_step
+
+    torch.manual_seed(0)
+    model_config = ModelConfig(ngf=8, ndf=8, num_downs=3)
+    config = TrainConfig(epochs=1, lr=2e-3)
+    models = build_models(model_config, config, Dist())
+    x = torch.randn(4, 3, 32, 32)
+    target = (x[:, :2] > 0.3).float()
+    valid = torch.ones(4, 1, 32, 32)
+    gan = GANLoss()
+    l1 = [float(pix2pix_step(models, gan, x, target, valid, config, Dist())["loss_g_l1"])
+          for _ in range(300)]
+    assert sum(l1[-10:]) / 10 < 0.2 * sum(l1[:10]) / 10

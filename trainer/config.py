@@ -1,0 +1,239 @@
+"""Training settings: the one place their defaults live.
+
+:class:`ModelConfig` says which network to build (and is saved in the model file so that
+``predict`` rebuilds the network from the file alone); :class:`TrainConfig` says how to
+train it. The CLI takes its option defaults from these classes and its choices from the
+``Literal`` types below; the resolved config is written beside every checkpoint.
+
+Presets (:data:`PRESETS`) are the starting points: ``full`` is the pix2pix paper's network
+(U-Net with 8 levels, 64 filters, 70x70 PatchGAN), ``small`` a narrow 5-level U-Net that
+trains in minutes on a couple of CPU cores. Explicit settings override the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from geotiler.errors import ConfigError
+
+Arch = Literal["pix2pix", "unet"]
+Preset = Literal["small", "full"]
+Device = Literal["auto", "cpu", "cuda"]
+Norm = Literal["batch", "instance"]
+
+ARCHS: tuple[Arch, ...] = get_args(Arch)
+PRESET_NAMES: tuple[Preset, ...] = get_args(Preset)
+DEVICES: tuple[Device, ...] = get_args(Device)
+NORMS: tuple[Norm, ...] = get_args(Norm)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The networks: everything needed to rebuild them, nothing about training.
+
+    Attributes:
+        arch: ``pix2pix`` (U-Net generator with a tanh output trained against a PatchGAN
+            discriminator with an L1 term) or ``unet`` (the same generator trained alone,
+            sigmoid outputs, BCE + Dice loss).
+        in_channels: input bands (set from the dataset).
+        out_channels: target channels (set from the dataset's mask channels).
+        ngf: filters of the generator's first level (doubling per level up to 8x).
+        ndf: filters of the discriminator's first layer.
+        num_downs: levels of the U-Net; the tile size must be divisible by 2**num_downs
+            (256 px allows up to 8).
+        n_layers_d: strided layers of the PatchGAN (3 gives 70x70 receptive fields).
+        norm: normalization layers (``batch`` as in the paper, ``instance`` alternatively).
+        use_dropout: dropout 0.5 in the generator's innermost decoder blocks (as in the
+            paper; there are none below 6 levels).
+    """
+
+    arch: Arch = "pix2pix"
+    in_channels: int = 3
+    out_channels: int = 2
+    ngf: int = 64
+    ndf: int = 64
+    num_downs: int = 8
+    n_layers_d: int = 3
+    norm: Norm = "batch"
+    use_dropout: bool = True
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        for name in ("in_channels", "out_channels", "ngf", "ndf", "num_downs", "n_layers_d"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag} must be a positive integer, got {value!r}")
+        if self.num_downs < 2:
+            raise ConfigError(f"--num-downs must be at least 2, got {self.num_downs}")
+
+    @property
+    def output_activation(self) -> Literal["tanh", "sigmoid"]:
+        """How raw generator outputs become probabilities (see ``LoadedModel.predict``)."""
+        return "tanh" if self.arch == "pix2pix" else "sigmoid"
+
+    def check_tile_size(self, tile_size: int) -> None:
+        """ConfigError unless tiles of ``tile_size`` px pass through ``num_downs`` levels."""
+        factor = 2**self.num_downs
+        if tile_size % factor:
+            best = max_num_downs(tile_size)
+            raise ConfigError(
+                f"--num-downs {self.num_downs} needs tiles whose size is a multiple of "
+                f"{factor} px, but the tiles are {tile_size} px; use --num-downs {best} or "
+                f"less (or re-tile with --size a multiple of {factor})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def max_num_downs(tile_size: int) -> int:
+    """The deepest U-Net a tile of ``tile_size`` px allows (256 -> 8)."""
+    levels = 0
+    while tile_size % 2 ** (levels + 1) == 0:
+        levels += 1
+    return levels
+
+
+# The presets: model widths/depths and the training settings that go with them. A value
+# given explicitly (CLI option or TrainConfig field) wins over the preset's.
+PRESETS: dict[Preset, dict[str, Any]] = {
+    # Narrow and shallow: ~15-20 images/s on 2 CPU cores for the U-Net at 256 px.
+    "small": {"ngf": 32, "ndf": 32, "num_downs": 5, "batch_size": 4},
+    # The pix2pix paper's unet_256 + 70x70 PatchGAN, batch size 1.
+    "full": {"ngf": 64, "ndf": 64, "num_downs": 8, "batch_size": 1},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimization, data, devices, outputs.
+
+    ``None`` fields take the preset's value (see :meth:`resolved`).
+
+    Attributes:
+        arch: see :class:`ModelConfig`.
+        preset: ``small`` (fast on CPU) or ``full`` (the paper's networks).
+        epochs: passes over the training tiles.
+        batch_size: tiles per step and process (``None``: the preset's).
+        lr: Adam learning rate (generator and discriminator alike).
+        beta1: Adam beta1 (0.5 as in pix2pix).
+        lambda_l1: weight of the L1 term in the pix2pix generator loss.
+        ngf, ndf, num_downs: network size (``None``: the preset's).
+        lr_decay: decay the learning rate linearly to zero over the second half of the
+            epochs (pix2pix's schedule).
+        workers: DataLoader worker processes per training process (0 reads in-process).
+        seed: seeds weights, data order and augmentation; CPU runs repeat exactly.
+        device: ``auto`` uses CUDA when present.
+        amp: mixed precision (autocast) on CUDA; ignored on CPU.
+        augment: flips, 90-degree rotations and mild colour jitter on training tiles.
+        jitter: strength of the colour jitter (brightness shift and contrast factor, in
+            units of the band's standard deviation).
+        max_steps: cap on training steps per epoch (``None``: the whole split).
+        boundary_tolerance: tolerance in pixels of the boundary F-score.
+        shuffle_buffer: tiles each data reader shuffles among (besides shard order).
+        threshold: probability above which a pixel counts as building in the metrics.
+    """
+
+    arch: Arch = "pix2pix"
+    preset: Preset = "small"
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_l1: float = 100.0
+    ngf: int | None = None
+    ndf: int | None = None
+    num_downs: int | None = None
+    lr_decay: bool = True
+    workers: int = 2
+    seed: int = 0
+    device: Device = "auto"
+    amp: bool = True
+    augment: bool = True
+    jitter: float = 0.1
+    max_steps: int | None = None
+    boundary_tolerance: int = 2
+    shuffle_buffer: int = 128
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size,
+                    "ngf": self.ngf, "ndf": self.ndf, "num_downs": self.num_downs,
+                    "max_steps": self.max_steps}
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"beta1 must be in [0, 1), got {self.beta1}")
+        if self.lambda_l1 < 0:
+            raise ConfigError(f"--lambda-l1 must be >= 0, got {self.lambda_l1}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        if self.boundary_tolerance < 0:
+            raise ConfigError(f"boundary tolerance must be >= 0 px, got {self.boundary_tolerance}")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"shuffle buffer must be >= 1, got {self.shuffle_buffer}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.jitter < 0:
+            raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
+
+    def _preset_value(self, name: str) -> Any:
+        value = getattr(self, name)
+        return PRESETS[self.preset][name] if value is None else value
+
+    @property
+    def effective_batch_size(self) -> int:
+        return int(self._preset_value("batch_size"))
+
+    def model_config(self, in_channels: int, out_channels: int) -> ModelConfig:
+        """The network this config trains, for data with these channel counts."""
+        return ModelConfig(
+            arch=self.arch,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            ngf=int(self._preset_value("ngf")),
+            ndf=int(self._preset_value("ndf")),
+            num_downs=int(self._preset_value("num_downs")),
+        )
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every preset-dependent ``None`` filled in."""
+        return dataclasses.replace(
+            self,
+            batch_size=self.effective_batch_size,
+            ngf=int(self._preset_value("ngf")),
+            ndf=int(self._preset_value("ndf")),
+            num_downs=int(self._preset_value("num_downs")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,277 @@
+"""Tiles from shards as torch samples: splitting, shuffling, normalization, augmentation.
+
+:class:`ShardDataset` is an ``IterableDataset`` over the shards of one split. The work is
+cut into *items* (a shard, or one of ``parts`` interleaved slices of a shard when there are
+fewer shards than readers) and the items are dealt round-robin to every reader: each
+DataLoader worker of each distributed rank. Every tile is thus read by exactly one reader
+per epoch, whatever the number of workers and ranks. Item order is shuffled per epoch
+from ``(seed, epoch)`` (the same on every rank) and tiles are shuffled within a buffer
+per reader, so the order depends on the seed, the epoch and the reader layout only.
+
+A sample is a dict of ``image`` (C,H,W) float32 normalized per band with the dataset's
+mean/std, ``target`` (K,H,W) float32 in [0, 1] (the mask channels / 255), ``valid``
+(1,H,W) float32 (0 at nodata, which is also set to 0 in the image) and the tile ``key``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from geotiler.dataset import DatasetInfo
+from geotiler.shards import Tile, iter_shard, read_shard_summary
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]
+WorkItem = tuple[Path, int, int]  # (shard, part, parts)
+
+
+def shard_tile_count(shard: Path) -> int:
+    """Tiles in a shard according to its records file (0 if unreadable)."""
+    try:
+        data = read_shard_summary(shard)
+    except (OSError, ValueError):
+        return 0
+    records = data.get("records") if isinstance(data, dict) else data
+    return len(records) if isinstance(records, list) else 0
+
+
+def normalize(
+    image: np.ndarray, mean: np.ndarray, std: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """(C,H,W) source units -> float32 (x - mean) / std, 0 where not valid."""
+    x = (image.astype(np.float32) - mean[:, None, None]) / std[:, None, None]
+    x[:, ~valid] = 0.0
+    return x
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of the augmentation: rotation by ``k`` x 90 degrees, an optional
+    horizontal flip, and a colour jitter ``x * contrast + brightness`` on normalized bands.
+    """
+
+    k: int = 0
+    flip: bool = False
+    contrast: float = 1.0
+    brightness: float = 0.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, jitter: float) -> Augmentation:
+        k = int(rng.integers(4))
+        flip = bool(rng.integers(2))
+        if jitter <= 0:
+            return cls(k, flip)
+        return cls(k, flip, 1.0 + rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter))
+
+    def geometry(self, a: np.ndarray) -> np.ndarray:
+        """The rotation and flip of the last two axes, as a view."""
+        a = np.rot90(a, self.k, axes=(-2, -1))
+        return a[..., ::-1] if self.flip else a
+
+
+def augment(
+    image: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    rng: np.random.Generator,
+    jitter: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geo-safe augmentation, the same geometry for image, target and valid mask.
+
+    A random 90-degree rotation and horizontal flip (together all 8 symmetries of the
+    square, vertical flips included), then on the normalized image only a mild colour
+    jitter: contrast x (1 +- jitter) and brightness +- jitter (in units of std).
+    Pixels outside ``valid`` stay 0.
+    """
+    aug = Augmentation.draw(rng, jitter)
+    image, target, valid = (np.ascontiguousarray(aug.geometry(a)) for a in (image, target, valid))
+    if jitter > 0:
+        image = (image * np.float32(aug.contrast) + np.float32(aug.brightness)).astype(np.float32)
+        image[:, ~valid] = 0.0
+    return image, target, valid
+
+
+def prepare(
+    tile: Tile, mean: np.ndarray, std: np.ndarray, aug: Augmentation | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A tile as (image, target, valid) arrays: normalized, augmented by ``aug`` if given.
+
+    The same result as ``normalize`` then ``augment``, in one pass over the pixels: the
+    geometry is applied to the source arrays as views and the jitter folded into the
+    normalization (``x * contrast / std + (brightness - mean * contrast / std)``).
+    """
+    image, mask, valid = tile.image, tile.mask, np.asarray(tile.valid, dtype=bool)
+    scale = 1.0 / std.astype(np.float64)
+    offset = -mean.astype(np.float64) * scale
+    if aug is not None:
+        image, mask, valid = aug.geometry(image), aug.geometry(mask), aug.geometry(valid)
+        scale, offset = scale * aug.contrast, offset * aug.contrast + aug.brightness
+    valid = np.ascontiguousarray(valid)
+    x = image.astype(np.float32)  # a contiguous copy
+    x *= scale.astype(np.float32)[:, None, None]
+    x += offset.astype(np.float32)[:, None, None]
+    x *= valid
+    target = mask.astype(np.float32)
+    target *= np.float32(1.0 / 255.0)
+    return x, target, valid
+
+
+class ShardDataset(IterableDataset):
+    """The tiles of some shards, split over DataLoader workers and distributed ranks.
+
+    Args:
+        shards: the shard files (e.g. ``list_shards(dir, "train")``).
+        info: the dataset's ``dataset.json`` (normalization).
+        shuffle: shuffle item order per epoch and tiles within a buffer.
+        augment: apply :func:`augment` to every tile.
+        seed: seeds shuffling and augmentation (with the epoch and the reader index).
+        rank, world_size: this process's place among distributed processes.
+        shuffle_buffer: raw tiles each reader shuffles among (memory: ~0.4 MB each at 256 px).
+        jitter: colour jitter strength (see :func:`augment`).
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[Path],
+        info: DatasetInfo,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 128,
+        jitter: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.shards = [Path(s) for s in shards]
+        self.counts = [shard_tile_count(s) for s in self.shards]
+        self.mean = np.asarray(info.mean, dtype=np.float32)
+        self.std = np.maximum(np.asarray(info.std, dtype=np.float32), 1e-6)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.jitter = jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (before iterating the DataLoader) to reshuffle."""
+        self.epoch = epoch
+
+    @property
+    def num_tiles(self) -> int:
+        """Tiles in these shards according to their records (corrupt ones included)."""
+        return sum(self.counts)
+
+    def work_items(self, readers: int) -> list[list[WorkItem]]:
+        """The items of each of ``readers`` readers this epoch (same on every rank).
+
+        Items are taken in (per-epoch shuffled) order and each goes to the reader with the
+        fewest tiles so far, so readers, and thus ranks, get about as many tiles each.
+        """
+        order = list(range(len(self.shards)))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(order)
+        parts = max(1, math.ceil(readers / max(1, len(self.shards))))
+        assigned: list[list[WorkItem]] = [[] for _ in range(readers)]
+        load = [0] * readers
+        for part in range(parts):
+            for i in order:
+                reader = min(range(readers), key=lambda r: (load[r], r))
+                assigned[reader].append((self.shards[i], part, parts))
+                load[reader] += _part_size(self.counts[i], part, parts)
+        return assigned
+
+    def tiles_of_rank(self, num_workers: int = 0) -> int:
+        """Expected tiles this rank reads in an epoch (from the records files)."""
+        workers = max(1, num_workers)
+        items = self.work_items(self.world_size * workers)
+        counts = dict(zip(self.shards, self.counts, strict=True))
+        return sum(
+            _part_size(counts[shard], part, parts)
+            for reader in range(self.rank * workers, (self.rank + 1) * workers)
+            for shard, part, parts in items[reader]
+        )
+
+    def __iter__(self) -> Iterator[Sample]:
+        worker = get_worker_info()
+        num_workers, worker_id = (1, 0) if worker is None else (worker.num_workers, worker.id)
+        readers = self.world_size * num_workers
+        reader = self.rank * num_workers + worker_id
+        items = self.work_items(readers)[reader]
+        rng = np.random.default_rng([self.seed, self.epoch, reader, 1])
+        tiles = self._read(items)
+        if self.shuffle:
+            tiles = _shuffled(tiles, self.shuffle_buffer, rng)
+        for tile in tiles:
+            aug = Augmentation.draw(rng, self.jitter) if self.augment else None
+            image, target, valid = prepare(tile, self.mean, self.std, aug)
+            yield {
+                "image": torch.from_numpy(image),
+                "target": torch.from_numpy(target),
+                "valid": torch.from_numpy(valid[None].astype(np.float32)),
+                "key": tile.key,
+            }
+
+    @staticmethod
+    def _read(items: list[WorkItem]) -> Iterator[Tile]:
+        for shard, part, parts in items:
+            yield from iter_shard(
+                shard, select=lambda index, _key, p=part, n=parts: index % n == p
+            )
+
+
+def _part_size(count: int, part: int, parts: int) -> int:
+    """Tiles of a shard of ``count`` tiles at positions ``part``, ``part + parts``, ..."""
+    return len(range(part, count, parts))
+
+
+def _shuffled(
+    tiles: Iterator[Tile], size: int, rng: np.random.Generator, initial: int = 8
+) -> Iterator[Tile]:
+    """Shuffle a stream within a buffer of ``size`` (WebDataset style).
+
+    The first tile comes out once ``initial`` are buffered; the buffer then grows by reading
+    two tiles per tile given out until it holds ``size``, so an epoch starts without
+    waiting for a full buffer.
+    """
+    buffer: list[Tile] = []
+    for tile in tiles:
+        buffer.append(tile)
+        if len(buffer) < size:
+            extra = next(tiles, None)
+            if extra is not None:
+                buffer.append(extra)
+        if len(buffer) >= min(initial, size):
+            i = int(rng.integers(len(buffer)))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    for i in rng.permutation(len(buffer)):
+        yield buffer[i]
+
+
+def make_loader(
+    dataset: ShardDataset, batch_size: int, workers: int, *, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over ``dataset`` (batches are formed within each worker)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,81 @@
+"""Losses: the conditional GAN objective, L1, and BCE + Dice, all with a pixel weight.
+
+``weight`` is a (N,1,H,W) tensor of 0/1 (or soft) pixel weights: pixels of nodata (where a
+tile's ``valid`` mask is False) weigh 0 and so add nothing to any loss or gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` (N,C,H,W) over pixels with weight (N,1,H,W), per channel alike."""
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def patch_weight(weight: torch.Tensor | None, size: torch.Size) -> torch.Tensor | None:
+    """A pixel weight averaged down to the PatchGAN's output grid."""
+    if weight is None:
+        return None
+    return F.adaptive_avg_pool2d(weight.float(), (int(size[-2]), int(size[-1])))
+
+
+class GANLoss(nn.Module):
+    """pix2pix's vanilla GAN loss: BCE with logits against all-real or all-fake labels."""
+
+    def __init__(self, real_label: float = 1.0, fake_label: float = 0.0) -> None:
+        super().__init__()
+        self.real = float(real_label)
+        self.fake = float(fake_label)
+
+    def forward(
+        self, prediction: torch.Tensor, target_is_real: bool, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        value = self.real if target_is_real else self.fake
+        target = torch.full_like(prediction, value, dtype=torch.float32)
+        loss = F.binary_cross_entropy_with_logits(prediction.float(), target, reduction="none")
+        return weighted_mean(loss, patch_weight(weight, prediction.shape))
+
+
+def l1_loss(
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute error over weighted pixels."""
+    return weighted_mean((prediction.float() - target.float()).abs(), weight)
+
+
+def bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of logits against targets in [0, 1], over weighted pixels."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return weighted_mean(loss, weight)
+
+
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 1.0,
+) -> torch.Tensor:
+    """1 - soft Dice per channel over the batch's weighted pixels, averaged over channels."""
+    prob = torch.sigmoid(logits.float())
+    target = target.float()
+    w = torch.ones_like(prob[:, :1]) if weight is None else weight.float()
+    dims = (0, 2, 3)
+    inter = (prob * target * w).sum(dims)
+    total = (prob * w).sum(dims) + (target * w).sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+def bce_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The plain U-Net's loss: BCE + Dice."""
+    return bce_loss(logits, target, weight) + dice_loss(logits, target, weight)

@@ -1,0 +1,227 @@
+"""The model file: generator weights plus everything ``predict`` needs, in one file.
+
+Layout (read with ``torch.load(weights_only=True)``, so loading never runs code from the
+file)::
+
+    {
+        "format": "geotiler-model",
+        "format_version": 1,
+        "spec": "<JSON of ModelSpec>",
+        "state_dict": {name: tensor, ...},    # the generator's weights and buffers, on CPU
+    }
+
+The spec holds the architecture (:class:`~trainer.config.ModelConfig`), the input bands
+and their normalization, tile size, GSD, mask channels, the tiling config of the dataset,
+a training summary and the geotiler version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geotiler import __version__
+from geotiler.errors import ConfigError, ModelFileError
+from trainer.config import ModelConfig
+from trainer.networks import build_generator
+
+MODEL_FORMAT = "geotiler-model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelSpec:
+    """Everything ``predict`` needs besides the weights; JSON-serialisable."""
+
+    model: ModelConfig
+    bands: list[int]
+    band_names: list[str]
+    dtype: str
+    mean: list[float]
+    std: list[float]
+    tile_size: int
+    gsd: float
+    mask_channels: list[str]
+    target: str
+    tiling: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    geotiler_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = self.model.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Parse a spec; ModelFileError naming what is missing or wrong."""
+        if not isinstance(data, dict):
+            raise ModelFileError("model spec is not a JSON object")
+        required = ("model", "bands", "band_names", "dtype", "mean", "std", "tile_size", "gsd",
+                    "mask_channels", "target")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ModelFileError(f"model spec lacks {', '.join(missing)}")
+        try:
+            model = ModelConfig.from_dict(dict(data["model"]))
+            spec = cls(
+                model=model,
+                bands=[int(b) for b in data["bands"]],
+                band_names=[str(b) for b in data["band_names"]],
+                dtype=str(data["dtype"]),
+                mean=[float(m) for m in data["mean"]],
+                std=[float(s) for s in data["std"]],
+                tile_size=int(data["tile_size"]),
+                gsd=float(data["gsd"]),
+                mask_channels=[str(c) for c in data["mask_channels"]],
+                target=str(data["target"]),
+                tiling=dict(data.get("tiling") or {}),
+                training=dict(data.get("training") or {}),
+                geotiler_version=str(data.get("geotiler_version", "unknown")),
+            )
+        except (ConfigError, TypeError, ValueError) as err:
+            raise ModelFileError(f"model spec is invalid: {err}") from None
+        if len(spec.mean) != len(spec.bands) or len(spec.std) != len(spec.bands):
+            raise ModelFileError("model spec: mean/std do not match the number of bands")
+        if spec.model.in_channels != len(spec.bands):
+            raise ModelFileError("model spec: network inputs do not match the number of bands")
+        if spec.model.out_channels != len(spec.mask_channels):
+            raise ModelFileError("model spec: network outputs do not match the mask channels")
+        return spec
+
+
+def save_model(path: Path | str, generator: nn.Module, spec: ModelSpec) -> None:
+    """Write the generator and its spec to ``path`` atomically (temp name, then rename)."""
+    path = Path(path)
+    module = getattr(generator, "module", generator)  # unwrap DDP
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected a torch module, got {type(module).__name__}")
+    state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    payload = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "spec": json.dumps(spec.to_dict(), sort_keys=True),
+        "state_dict": state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """The spec and weights of a model file, checked, without building the network."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist (train one with geotiler train)")
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt zip, pickle payload refused, truncated file, ...
+        text = str(err)
+        if "GLOBAL" in text or "Unsupported global" in text:
+            reason = "it holds Python objects other than tensors and JSON (refused, not run)"
+        elif "Weights only load failed" in text or isinstance(err, pickle.UnpicklingError):
+            reason = "corrupt or not a torch file"
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        raise ModelFileError(f"{path} is not a readable geotiler model file: {reason}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path} is not a geotiler model file")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path} has an invalid format version {version!r}")
+    if version > MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, newer than this geotiler reads "
+            f"({MODEL_FORMAT_VERSION}); upgrade geotiler"
+        )
+    spec_text = payload.get("spec")
+    state = payload.get("state_dict")
+    if not isinstance(spec_text, str) or not isinstance(state, dict):
+        raise ModelFileError(f"{path} is incomplete: spec or weights missing")
+    try:
+        spec_data = json.loads(spec_text)
+    except ValueError as err:
+        raise ModelFileError(f"{path} has a corrupt spec: {err}") from None
+    spec = ModelSpec.from_dict(spec_data)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelFileError(f"{path} has corrupt weights")
+    return spec, state
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model file for inference; ModelFileError on anything wrong with it."""
+    spec, state = read_model_file(path)
+    net = build_generator(spec.model, init=False)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelFileError(
+            f"{path}: weights do not fit the network in its spec: {first}"
+        ) from None
+    return LoadedModel(net, spec, device)
+
+
+class LoadedModel:
+    """A generator ready for inference, with its spec and normalization."""
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.spec = spec
+        bands = len(spec.bands)
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device)
+        self._mean = mean.view(bands, 1, 1)
+        std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).clamp_min(1e-6)
+        self._std = std.view(bands, 1, 1)
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.spec.bands)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input heights and widths must be multiples of this (2**num_downs)."""
+        return int(2**self.spec.model.num_downs)
+
+    def normalize(self, image: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
+        """(C,H,W) or (N,C,H,W) source-dtype bands -> float32 normalized tensor on device.
+
+        Pixels where ``valid`` ((H,W) or (N,H,W), bool) is False become 0, as in training.
+        """
+        if image.ndim not in (3, 4):
+            raise ModelFileError(f"expected a (C,H,W) or (N,C,H,W) image, got shape {image.shape}")
+        channels = image.shape[-3]
+        if channels != self.num_bands:
+            raise ModelFileError(
+                f"the model takes {self.num_bands} bands ({', '.join(self.spec.band_names)}), "
+                f"the image has {channels}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
+        x = (x - self._mean) / self._std
+        if valid is not None:
+            v = torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(self.device)
+            x = x * v.unsqueeze(-3)
+        return x
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized N x C x H x W -> probabilities in [0, 1], N x K x H x W."""
+        with torch.inference_mode():
+            out = self.net(x.to(self.device, torch.float32))
+            if self.spec.model.output_activation == "tanh":
+                return ((out + 1.0) * 0.5).clamp_(0.0, 1.0)
+            return torch.sigmoid(out)
