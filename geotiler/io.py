@@ -20,7 +20,7 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from geotiler.errors import InputError
@@ -45,6 +45,7 @@ class RasterInfo:
     dtype: str
     nodata: float | None
     gsd: tuple[float, float]  # ground metres per pixel (x, y) at the raster's centre
+    all_valid: bool = False  # no nodata, alpha or mask band: every pixel inside is valid
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -120,6 +121,7 @@ def open_raster_info(path: Path | str, bands: tuple[int, ...] | None = None) -> 
             dtype=dtype,
             nodata=src.nodata,
             gsd=ground_gsd(src.crs, transform, src.width, src.height),
+            all_valid=all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums),
         )
 
 
@@ -164,6 +166,8 @@ def read_window(
     bounds: tuple[float, float, float, float],
     size: int,
     resampling: Resampling,
+    *,
+    all_valid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read the map rectangle ``bounds`` as a (bands, size, size) array plus validity mask.
 
@@ -182,6 +186,8 @@ def read_window(
         window = _snap(window)
         image = src.read(bands, window=window, out_shape=(len(bands), size, size),
                          resampling=resampling)
+        if all_valid:  # no nodata, alpha or mask band: skip reading a mask of 255s
+            return image, np.ones((size, size), dtype=bool)
         valid = src.dataset_mask(window=window, out_shape=(size, size),
                                  resampling=Resampling.nearest) > 0
     else:

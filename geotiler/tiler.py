@@ -102,7 +102,8 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
         for row, col in spec.positions:
             key = tile_key(info.name, row, col)
             bounds = grid.bounds(row, col)
-            image, valid = read_window(src, info.bands, bounds, grid.size, resampling)
+            image, valid = read_window(src, info.bands, bounds, grid.size, resampling,
+                                       all_valid=info.all_valid)
             nodata_fraction = 1.0 - float(valid.mean())
             if nodata_fraction > config.max_nodata:
                 skipped_nodata += 1

@@ -232,9 +232,17 @@ def finish_dataset(
     plan: TilingPlan,
     results: Sequence[ShardResult],
     *,
-    hash_sources: bool = True,
+    digests: dict[Path, str] | None = None,
 ) -> DatasetInfo:
-    """Write ``index.gpkg`` and, last, ``dataset.json`` (which marks the dataset finished)."""
+    """Write ``index.gpkg`` and, last, ``dataset.json`` (which marks the dataset finished).
+
+    ``digests`` maps source paths to their SHA-256 when the caller computed them already;
+    missing ones are computed here.
+    """
+    digests = dict(digests or {})
+    for path in [info.path for info in plan.rasters] + [plan.footprints_path]:
+        if path not in digests:
+            digests[path] = file_digest(path)
     out = Path(out_dir)
     report = plan.report
     records = [record for result in results for record in result.records]
@@ -271,7 +279,7 @@ def finish_dataset(
         counts=dict(report.tiles),
         config=plan.config.to_dict(),
         sources=[
-            _source_entry(r, g, records, hash_sources)
+            _source_entry(r, g, records, digests[r.path])
             for r, g in zip(plan.rasters, plan.grids, strict=True)
         ],
         crs=crs_set.pop() if len(crs_set) == 1 else None,
@@ -282,7 +290,7 @@ def finish_dataset(
             "footprints": {
                 "path": str(plan.footprints_path),
                 "size_bytes": plan.footprints_path.stat().st_size,
-                "sha256": file_digest(plan.footprints_path) if hash_sources else None,
+                "sha256": digests[plan.footprints_path],
                 "repaired": report.invalid_repaired,
                 "outside_rasters": report.footprints_outside,
             },
@@ -300,13 +308,13 @@ def finish_dataset(
 
 
 def _source_entry(
-    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], hash_sources: bool
+    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], digest: str
 ) -> dict[str, Any]:
     return {
         "name": info.name,
         "path": str(info.path),
         "size_bytes": info.path.stat().st_size,
-        "sha256": file_digest(info.path) if hash_sources else None,
+        "sha256": digest,
         "crs": info.crs.to_string(),
         "width": info.width,
         "height": info.height,

@@ -17,24 +17,51 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+AUTO = "auto"
 THREADS = "threads"
 LOCAL = "local"
 
 
 @contextlib.contextmanager
-def open_client(scheduler: str, workers: int | None = None) -> Iterator[Client | None]:
+def open_client(
+    scheduler: str, workers: int | None = None, *, large: bool = False
+) -> Iterator[Client | None]:
     """Yield a ``distributed.Client`` for ``scheduler``, or None for the threaded scheduler.
 
-    ``threads``: Dask's threaded scheduler in this process (the default; fastest measured on
-    small machines since GDAL, OpenCV and torch release the GIL). ``local``: a
-    ``LocalCluster`` of ``workers`` processes started here and closed afterwards. Anything
-    else is the address of a running ``dask.distributed`` scheduler (``tcp://host:8786``).
+    ``threads``: Dask's threaded scheduler in this process (no start-up cost). ``local``: a
+    ``LocalCluster`` of ``workers`` processes started here and closed afterwards (about 3 s
+    to start, then free of the GIL). ``auto``: ``local`` when the caller says the job is
+    ``large``, else ``threads``. Anything else is the address of a running
+    ``dask.distributed`` scheduler (``tcp://host:8786``).
     """
+    if scheduler == AUTO:
+        scheduler = LOCAL if large else THREADS
+        log.info("--scheduler auto: using %s", scheduler)
     if scheduler == THREADS:
         yield None
         return
     from distributed import Client, LocalCluster
 
+    with _quiet_asyncio():
+        yield from _distributed_client(scheduler, workers, Client, LocalCluster)
+
+
+@contextlib.contextmanager
+def _quiet_asyncio() -> Iterator[None]:
+    """Cancelled Dask futures (Ctrl-C) make asyncio log 'Task exception was never retrieved'
+    tracebacks at teardown; they are noise for a user, so asyncio is muted meanwhile."""
+    logger = logging.getLogger("asyncio")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _distributed_client(
+    scheduler: str, workers: int | None, Client: type, LocalCluster: type
+) -> Iterator[Client]:
     if scheduler == LOCAL:
         with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
