@@ -19,6 +19,8 @@ import click
 from geotiler import __version__
 from geotiler.config import TARGETS, TileConfig, parse_bands, parse_split
 from geotiler.errors import ConfigError, GeotilerError
+from geotiler.predict import DEVICES as PREDICT_DEVICES
+from geotiler.predict import WINDOW_KINDS, PredictConfig
 from trainer.config import ARCHS, DEVICES, PRESET_NAMES, PRESETS, TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,12 @@ def _configure_logging(verbose: int, quiet: int) -> None:
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
+class _BadSetting(click.ClickException):
+    """A setting out of range or inconsistent with the data: one line, exit 2 (usage)."""
+
+    exit_code = 2
+
+
 def handle_errors(func: F) -> F:
     """Turn library errors into one-line messages with exit code 1, Ctrl-C into exit 130."""
 
@@ -46,10 +54,13 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as err:
-            raise click.UsageError(str(err)) from None
+            raise _BadSetting(str(err)) from None
         except GeotilerError as err:
             raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
+            # a Dask cluster being torn down reports its cancelled futures at exit: mute it
+            for name in ("asyncio", "distributed", "tornado"):
+                logging.getLogger(name).disabled = True
             click.echo("Interrupted: partial outputs were removed; rerun to continue.", err=True)
             sys.exit(130)
         except MemoryError:
@@ -86,9 +97,10 @@ def scheduler_options(func: F) -> F:
         help="Threads (or local-cluster processes) to use. Default: one per core.",
     )(func)
     func = click.option(
-        "--scheduler", default="threads", show_default=True, metavar="threads|local|ADDRESS",
-        help="Where Dask runs the work: 'threads' in this process (fastest on one machine), "
-        "'local' for a LocalCluster of processes, or the address of a running "
+        "--scheduler", default="auto", show_default=True, metavar="auto|threads|local|ADDRESS",
+        help="Where Dask runs the work: 'threads' in this process, 'local' for a LocalCluster "
+        "of processes (faster for large jobs, ~3 s to start), 'auto' to pick between them by "
+        "the job's size, or the address of a running "
         "dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 (workers must see the same paths).",
     )(func)
     return func
@@ -166,14 +178,14 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
       geotiler tile sample_data/area.tif --footprints sample_data/buildings.gpkg --out tiles/
     """
     from pipelines.cluster import open_client
-    from pipelines.tile import run_tiling
+    from pipelines.tile import is_large_job, run_tiling
 
     config = TileConfig(
         split=parse_split(split),
         bands=_parse_or_none(parse_bands, bands),
         **options,
     )
-    with open_client(scheduler, workers) as client:
+    with open_client(scheduler, workers, large=is_large_job(rasters, config)) as client:
         report = run_tiling(
             rasters, footprints, out_dir, config, client=client, workers=workers,
             overwrite=overwrite, require_footprints=require_footprints,
@@ -290,3 +302,116 @@ def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str
         f"{summary.seconds:.0f}s; {best}{last}{skipped}; model: {summary.out_path}; "
         f"metrics: {summary.metrics_path}"
     )
+
+
+_PREDICT = PredictConfig()
+
+
+@main.command()
+@click.argument("raster", type=click.Path(path_type=str))
+@click.option("--model", "-m", "model_path", required=True, type=click.Path(path_type=str),
+              help="Model file written by `geotiler train`.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="GeoPackage of building polygons to write (layer 'buildings', raster CRS).")
+@click.option("--raster-out", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Directory of the probability and mask GeoTIFFs ({stem}_prob.tif, "
+              "{stem}_mask.tif, {stem} from --out). Default: beside --out.")
+@click.option("--overlap", type=click.IntRange(min=0), default=_PREDICT.overlap,
+              help="Pixels shared by neighbouring windows (model GSD). Default: a quarter "
+              "of the model's tile size (64 for 256 px tiles).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_PREDICT.batch_size,
+              show_default=True, help="Windows per forward pass.")
+@click.option("--block", type=click.IntRange(min=64), default=_PREDICT.block,
+              show_default=True, help="Side of a processing block in pixels (bounds memory).")
+@click.option("--halo", type=click.IntRange(min=0), default=_PREDICT.halo, show_default=True,
+              help="Pixels around a block seen when polygonizing (> largest building).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=_PREDICT.threshold, show_default=True,
+              help="Probability at or above which a pixel is building.")
+@click.option("--window", type=click.Choice(WINDOW_KINDS), default=_PREDICT.window,
+              show_default=True, help="Blending window of overlapping predictions.")
+@click.option("--simplify", type=click.FloatRange(min=0), default=_PREDICT.simplify,
+              show_default=True, help="Polygon simplification tolerance in metres (0: none).")
+@click.option("--min-area", type=click.FloatRange(min=0), default=_PREDICT.min_area,
+              show_default=True, help="Drop polygons smaller than this many m².")
+@click.option("--regularize/--no-regularize", default=_PREDICT.regularize, show_default=True,
+              help="Square the corners of nearly rectangular buildings.")
+@click.option("--device", type=click.Choice(PREDICT_DEVICES), default=_PREDICT.device,
+              show_default=True, help="Where the model runs ('auto': CUDA when available).")
+@click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
+              show_default=True, help="Also write the probability GeoTIFF.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar.")
+@scheduler_options
+@handle_errors
+def predict(raster: str, model_path: str, out: str, raster_out: str | None, scheduler: str,
+            workers: int | None, progress: bool, **options: Any) -> None:
+    """Predict building polygons on RASTER with a trained model.
+
+    The raster is read block by block at the model's GSD (any size, any CRS) and
+    predicted in overlapping windows blended without seams. Writes OUT (GeoPackage,
+    layer 'buildings' with area_m2 and score), a probability GeoTIFF and a mask GeoTIFF
+    (tiled, compressed, with overviews, on the model's grid in the raster's CRS).
+    Nothing is left half-written if it fails.
+
+    \b
+    Examples:
+      geotiler predict area.tif --model model.pt --out buildings.gpkg
+      geotiler predict big.tif -m model.pt -o out/b.gpkg --scheduler tcp://10.0.0.5:8786
+    """
+    from pipelines.cluster import open_client
+    from pipelines.predict import run_predict
+
+    config = PredictConfig(**options)
+    with open_client(scheduler, workers) as client:
+        report = run_predict(raster, model_path, out, config, raster_out=raster_out,
+                             client=client, workers=workers,
+                             progress=progress and log.isEnabledFor(logging.INFO))
+    click.echo(
+        f"{report.buildings} buildings ({report.building_fraction:.1%} of the valid area) "
+        f"from {report.windows_run} windows on a {report.grid[0]} x {report.grid[1]} px grid "
+        f"at {report.gsd:g} m in {report.seconds:.1f}s; wrote {', '.join(report.outputs)}"
+    )
+
+
+@main.command()
+@click.argument("pred", type=click.Path(path_type=str))
+@click.argument("truth", type=click.Path(path_type=str))
+@click.option("--raster", default=None, type=click.Path(path_type=str),
+              help="Grid for pixel scores when PRED is polygons. Default: the "
+              "{stem}_mask.tif that predict wrote beside PRED, if there.")
+@click.option("--out", "-o", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Also write the metrics as JSON to this file.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Boundary F-score tolerance in metres.")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              show_default=True, help="IoU at which a predicted building matches a true one.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@handle_errors
+def evaluate(pred: str, truth: str, raster: str | None, out: str | None, tolerance: float,
+             iou_threshold: float, overwrite: bool) -> None:
+    """Score predicted buildings PRED (mask GeoTIFF or polygon layer) against TRUTH
+    footprints (any vector format and CRS).
+
+    Prints pixel IoU/precision/recall/F1, per-building precision/recall/F1 (one-to-one
+    matches at IoU >= 0.5, the SpaceNet metric), the boundary F-score and the seed
+    method's four scores.
+
+    \b
+    Example:
+      geotiler evaluate buildings.gpkg truth.gpkg --out metrics.json
+    """
+    import os
+
+    from geotiler.evaluate import evaluate as run_evaluation
+    from geotiler.evaluate import save_report
+
+    if out is not None and os.path.exists(out) and not overwrite:
+        raise click.ClickException(f"{out} already exists; use --overwrite to replace it")
+    report = run_evaluation(pred, truth, raster, tolerance=tolerance,
+                            iou_threshold=iou_threshold)
+    click.echo(report.format_table())
+    if out is not None:
+        save_report(report, out, overwrite=overwrite)
+        click.echo(f"metrics written to {out}")

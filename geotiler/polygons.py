@@ -1,0 +1,315 @@
+"""Probability or mask blocks -> building polygons, each building once across block borders.
+
+Everything here works in *pixel* coordinates of the grid (x = column, y = row, both
+counted from the grid's top-left corner), so tolerances are in pixels and areas in square
+pixels; :func:`to_map` places the result on the map with the grid's affine transform.
+
+Steps for one block (:func:`polygonize_block`):
+
+1. Foreground: ``footprint >= threshold``; blocks without foreground stop here.
+2. Touching buildings are split with the contour channel: the seeds are the foreground
+   pixels off the contour (``footprint >= t and contour < t``), labelled in connected
+   components; each seed grows back over the foreground by about ``grow`` pixels (the
+   contour width; 4-neighbour dilation restricted to the foreground, up to ``2 grow + 2``
+   steps so corners are reached too) so the building regains the outline the contour took
+   from it. Foreground no seed reaches becomes a building of its own.
+3. ``rasterio.features.shapes`` traces each labelled region (background masked out).
+4. A polygon is kept only by the block whose core holds its representative point, so a
+   building crossing a border comes back once; the block is read with a halo larger than
+   the largest building so that the owner sees it whole.
+5. Simplify (Douglas-Peucker; redone preserving topology where that gave an invalid or
+   empty shape), optionally square corners (the minimum
+   rotated rectangle where the polygon fills enough of it), and drop those below
+   ``min_area`` (regions with fewer pixels are dropped before tracing, the rest once more
+   after simplification, so every polygon kept has at least that area).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+
+from geotiler.blend import Rect, plan_blocks, threshold_uint8
+
+Reader = Callable[[Rect], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class PolygonOptions:
+    """How a block becomes polygons; lengths in pixels, areas in square pixels."""
+
+    threshold: float = 0.5
+    grow: int = 3
+    simplify: float = 0.0
+    min_area: float = 0.0
+    regularize: bool = False
+    rectangularity: float = 0.85
+
+
+@dataclass
+class PixelPolygons:
+    """Polygons in grid pixel coordinates with their area (px²) and mean probability."""
+
+    geoms: np.ndarray  # shapely Polygons, object array
+    area: np.ndarray  # float64, square pixels
+    score: np.ndarray  # float64 in [0, 1]
+
+    @classmethod
+    def empty(cls) -> PixelPolygons:
+        return cls(np.empty(0, dtype=object), np.empty(0), np.empty(0))
+
+    def __len__(self) -> int:
+        return len(self.geoms)
+
+    @classmethod
+    def concat(cls, parts: Sequence[PixelPolygons]) -> PixelPolygons:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.geoms for p in parts]),
+                   np.concatenate([p.area for p in parts]),
+                   np.concatenate([p.score for p in parts]))
+
+
+def building_channels(probs: np.ndarray, channels: Sequence[str]
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The footprint and contour planes of a (K, H, W) block, whatever the model's target.
+
+    ``footprint``/``contour`` channels are taken as they are. The seed's RGB target (white
+    buildings, green outlines) gives footprint = mean of red and blue, contour = green
+    where it exceeds the footprint. Anything else: the first channel, no contour.
+    """
+    names = list(channels)
+    if "footprint" in names:
+        footprint = probs[names.index("footprint")]
+        contour = probs[names.index("contour")] if "contour" in names else None
+        return footprint, contour
+    if {"red", "green", "blue"} <= set(names):
+        red = probs[names.index("red")].astype(np.float32)
+        blue = probs[names.index("blue")].astype(np.float32)
+        green = probs[names.index("green")].astype(np.float32)
+        fp = (red + blue) / 2
+        ct = np.clip(green - fp, 0, None)
+        if probs.dtype == np.uint8:
+            return np.rint(fp).astype(np.uint8), np.rint(ct).astype(np.uint8)
+        return fp, ct
+    return probs[0], None
+
+
+def foreground(plane: np.ndarray, threshold: float) -> np.ndarray:
+    """``plane >= threshold`` for probabilities in [0, 1], uint8 0..255 or booleans."""
+    if plane.dtype == np.bool_:
+        return plane
+    if plane.dtype == np.uint8:
+        return plane >= threshold_uint8(threshold)
+    return plane >= threshold
+
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """4-connected components, numbered in a translation-invariant order.
+
+    Labels are ranked by (top, left, height, width, area) of their component, so the same
+    building seen by two overlapping blocks gets the same rank relative to its neighbours
+    (the growth step breaks ties by rank).
+    """
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    if n <= 1:
+        return 0, labels
+    s = stats[1:]
+    order = np.lexsort((s[:, cv2.CC_STAT_AREA], s[:, cv2.CC_STAT_WIDTH],
+                        s[:, cv2.CC_STAT_HEIGHT], s[:, cv2.CC_STAT_LEFT], s[:, cv2.CC_STAT_TOP]))
+    lut = np.zeros(n, dtype=np.int32)
+    lut[order + 1] = np.arange(1, n, dtype=np.int32)
+    return n - 1, lut[labels]
+
+
+_ONE = Affine.translation(1, 1)
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def label_buildings(footprint: np.ndarray, contour: np.ndarray | None, threshold: float,
+                    grow: int, min_pixels: float = 0.0) -> tuple[int, np.ndarray]:
+    """Label each building of a block (int32, 0 = background); returns (count, labels).
+
+    Foreground specks of fewer than ``min_pixels`` pixels are dropped first: no building
+    that large can come out of them, and on noisy maps they are most of the work.
+    """
+    fg = foreground(footprint, threshold)
+    if not fg.any():
+        return 0, np.zeros(fg.shape, dtype=np.int32)
+    if min_pixels > 1:
+        n, specks, stats, _ = cv2.connectedComponentsWithStats(
+            fg.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        small = stats[:, cv2.CC_STAT_AREA] < min_pixels
+        small[0] = False
+        if small.any():
+            fg = fg & ~small[specks]
+            if not fg.any():
+                return 0, np.zeros(fg.shape, dtype=np.int32)
+    if contour is None:
+        return _components(np.ascontiguousarray(fg))
+    seeds = fg & ~foreground(contour, threshold)
+    n, labels = _components(np.ascontiguousarray(seeds))
+    if n:
+        # Manhattan steps: a seed's corner is 2 x grow away from the outline's corner.
+        for _ in range(2 * grow + 2):
+            todo = fg & (labels == 0)
+            if not todo.any():
+                break
+            grown = cv2.dilate(labels.astype(np.float32), _CROSS)
+            take = todo & (grown > 0)
+            if not take.any():
+                break
+            labels[take] = grown[take].astype(np.int32)
+    rest = fg & (labels == 0)
+    if rest.any():
+        m, extra = _components(np.ascontiguousarray(rest))
+        labels[rest] = extra[rest] + n
+        n += m
+    return n, labels
+
+
+def trace(labels: np.ndarray, count: int, score_plane: np.ndarray,
+          offset: tuple[int, int] = (0, 0), min_pixels: float = 0.0
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Polygons of every labelled region (pixel coordinates shifted by ``offset`` = (row,
+    col)) and each polygon's mean of ``score_plane`` (scaled to [0, 1] for uint8).
+
+    Regions of fewer than ``min_pixels`` pixels are dropped before tracing (noise costs
+    nothing then); a region's pixel count is its traced polygon's area.
+    """
+    if count == 0:
+        return np.empty(0, dtype=object), np.empty(0)
+    flat = labels.ravel()
+    values = score_plane.ravel().astype(np.float64)
+    if score_plane.dtype == np.uint8:
+        values /= 255.0
+    counts = np.bincount(flat, minlength=count + 1)
+    sums = np.bincount(flat, weights=values, minlength=count + 1)
+    means = sums / np.maximum(counts, 1)
+    small = counts < min_pixels
+    small[0] = False
+    if small.any():
+        lut = np.arange(count + 1, dtype=np.int32)
+        lut[small] = 0
+        labels = lut[labels]
+    row0, col0 = offset
+    rings: list[list[tuple[float, float]]] = []
+    ring_owner: list[int] = []
+    scores: list[float] = []
+    # Traced one pixel off (an identity transform would make rasterio warn), shifted back.
+    shift = Affine.translation(col0 - 1, row0 - 1)
+    for k, (geom, value) in enumerate(rasterio.features.shapes(
+            labels, mask=labels > 0, connectivity=4, transform=_ONE)):
+        for ring in geom["coordinates"]:  # exterior first, then holes
+            rings.append(ring)
+            ring_owner.append(k)
+        scores.append(float(means[int(value)]))
+    if not scores:
+        return np.empty(0, dtype=object), np.empty(0)
+    # Built in two vectorized calls: ~5x faster than shapely.geometry.shape per polygon.
+    lengths = np.fromiter((len(r) for r in rings), dtype=np.intp, count=len(rings))
+    coords = np.array([xy for ring in rings for xy in ring], dtype=np.float64)
+    coords += (shift.c, shift.f)
+    linear = shapely.linearrings(coords, indices=np.repeat(np.arange(len(rings)), lengths))
+    geoms = shapely.polygons(linear, indices=np.asarray(ring_owner))
+    return np.asarray(geoms, dtype=object), np.array(scores)
+
+
+def finish(geoms: np.ndarray, scores: np.ndarray, options: PolygonOptions) -> PixelPolygons:
+    """Simplify, square and filter traced polygons."""
+    if len(geoms) == 0:
+        return PixelPolygons.empty()
+    if options.simplify > 0:
+        # The fast simplification (measured ~10x faster) is kept where it stays valid.
+        simple = shapely.simplify(geoms, options.simplify, preserve_topology=False)
+        broken = ~shapely.is_valid(simple) | (shapely.get_type_id(simple) != 3)
+        if broken.any():
+            simple[broken] = shapely.simplify(geoms[broken], options.simplify,
+                                              preserve_topology=True)
+        geoms = simple
+    if options.regularize:
+        geoms = regularize(geoms, options.rectangularity)
+    areas = shapely.area(geoms)
+    keep = (areas >= options.min_area) & (areas > 0)
+    return PixelPolygons(geoms[keep], areas[keep], scores[keep])
+
+
+def regularize(geoms: np.ndarray, rectangularity: float = 0.85) -> np.ndarray:
+    """Replace each polygon that fills at least ``rectangularity`` of its minimum rotated
+    rectangle by that rectangle (square corners); keep the others as they are."""
+    if len(geoms) == 0:
+        return geoms
+    rects = shapely.oriented_envelope(geoms)
+    rect_area = shapely.area(rects)
+    fill = np.divide(shapely.area(geoms), rect_area, out=np.zeros(len(geoms)),
+                     where=rect_area > 0)
+    is_poly = shapely.get_type_id(rects) == 3  # degenerate inputs give lines or points
+    out = geoms.copy()
+    swap = (fill >= rectangularity) & is_poly
+    out[swap] = rects[swap]
+    return out
+
+
+def polygonize_block(footprint: np.ndarray, contour: np.ndarray | None, region: Rect,
+                     core: Rect | None = None, options: PolygonOptions | None = None
+                     ) -> PixelPolygons:
+    """Polygons of the buildings of ``core`` from planes covering ``region`` (core + halo).
+
+    ``footprint``/``contour`` cover ``region`` of the grid; coordinates in the result are
+    grid pixels. A polygon is kept when its representative point lies in ``core`` (the
+    whole region when None).
+    """
+    options = options or PolygonOptions()
+    if footprint.shape != region.shape:
+        raise ValueError(f"planes {footprint.shape} do not match region {region.shape}")
+    count, labels = label_buildings(footprint, contour, options.threshold, options.grow,
+                                    options.min_area)
+    geoms, scores = trace(labels, count, footprint, (region.row0, region.col0),
+                          min_pixels=options.min_area)
+    if core is not None and len(geoms):
+        points = shapely.get_coordinates(shapely.point_on_surface(geoms))
+        cols, rows = points[:, 0], points[:, 1]
+        owned = ((rows >= core.row0) & (rows < core.row1)
+                 & (cols >= core.col0) & (cols < core.col1))
+        geoms, scores = geoms[owned], scores[owned]
+    return finish(geoms, scores, options)
+
+
+def polygonize_tiled(read: Reader, height: int, width: int, *, block: int = 2048,
+                     halo: int = 256, options: PolygonOptions | None = None) -> PixelPolygons:
+    """Polygonize a ``height`` x ``width`` grid block by block; memory bounded by a block.
+
+    ``read(rect)`` returns the footprint and contour planes (contour may be None) of a
+    rectangle of the grid. Each block is read grown by ``halo`` and keeps the polygons it
+    owns, so the result equals a one-pass polygonization of the grid as long as no
+    building is larger than the halo.
+    """
+    plan = plan_blocks(height, width, 1, 0, block)
+    parts = []
+    for i, j in plan.indexes:
+        core = plan.core(i, j)
+        region = core.grow(halo, height, width)
+        fp, ct = read(region)
+        parts.append(polygonize_block(fp, ct, region, core, options))
+    return PixelPolygons.concat(parts)
+
+
+def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
+    """Pixel-coordinate geometries -> map coordinates of the grid's affine transform."""
+    if len(geoms) == 0:
+        return geoms
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([a * x + b * y + c, d * x + e * y + f])
+
+    return shapely.transform(geoms, apply)

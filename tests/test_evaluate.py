@@ -1,0 +1,145 @@
+"""`evaluate` on hand-made cases with known answers, and `geotiler evaluate` on the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+from click.testing import CliRunner
+
+from geotiler.cli import main
+from geotiler.errors import InputError
+from geotiler.evaluate import building_metrics, evaluate, match_buildings
+
+from conftest import pixel_box, write_footprints, write_raster
+
+BOXES = [(10, 10, 40, 30), (60, 12, 90, 50), (20, 60, 50, 90), (110, 70, 150, 100)]
+SHAPE = (120, 180)  # rows, cols
+
+
+def mask_tif(path, boxes, nodata=None):
+    data = np.zeros((1, *SHAPE), np.uint8)
+    for c0, r0, c1, r1 in boxes:
+        data[0, r0:r1, c0:c1] = 1
+    return write_raster(path, data, nodata=nodata)
+
+
+def truth_gpkg(path, boxes=BOXES, crs="EPSG:32633"):
+    polys = [pixel_box(*b) for b in boxes]
+    if crs != "EPSG:32633":
+        import geopandas as gpd
+
+        polys = list(gpd.GeoSeries(polys, crs="EPSG:32633").to_crs(crs))
+    return write_footprints(path, polys, crs)
+
+
+def test_perfect_prediction_scores_one(tmp_path):
+    report = evaluate(mask_tif(tmp_path / "m.tif", BOXES), truth_gpkg(tmp_path / "t.gpkg"))
+    p, b, e = report.pixels, report.buildings, report.boundary
+    assert p is not None and e is not None
+    assert (p.iou, p.precision, p.recall, p.f1) == (1.0, 1.0, 1.0, 1.0)
+    assert (p.pixel_accuracy, p.mean_accuracy, p.mean_iou, p.fw_iou) == (1.0, 1.0, 1.0, 1.0)
+    assert (b.predicted, b.truth, b.matched) == (4, 4, 4)
+    assert (b.precision, b.recall, b.f1, b.mean_iou) == (1.0, 1.0, 1.0, 1.0)
+    assert e.f_score == 1.0 and e.tolerance_px == pytest.approx(2.0)
+    assert p.tp == sum((c1 - c0) * (r1 - r0) for c0, r0, c1, r1 in BOXES)
+
+
+def test_empty_prediction_scores_zero_without_crashing(tmp_path):
+    report = evaluate(mask_tif(tmp_path / "m.tif", []), truth_gpkg(tmp_path / "t.gpkg"))
+    p, b = report.pixels, report.buildings
+    assert p is not None and report.boundary is not None
+    assert (p.iou, p.precision, p.recall, p.f1) == (0.0, 0.0, 0.0, 0.0)
+    assert (b.predicted, b.matched, b.precision, b.recall, b.f1) == (0, 0, 0.0, 0.0, 0.0)
+    assert report.boundary.f_score == 0.0
+    building = sum((c1 - c0) * (r1 - r0) for c0, r0, c1, r1 in BOXES)
+    total = SHAPE[0] * SHAPE[1]
+    background = total - building
+    assert p.pixel_accuracy == pytest.approx(background / total)
+    assert p.mean_accuracy == pytest.approx(0.5)
+    assert p.mean_iou == pytest.approx(background / total / 2)
+    assert p.fw_iou == pytest.approx((background / total) ** 2)
+
+    empty = write_footprints(tmp_path / "empty.gpkg", [], "EPSG:32633")
+    mask_tif(tmp_path / "empty_mask.tif", [])
+    report = evaluate(empty, tmp_path / "t.gpkg")
+    assert report.buildings.predicted == 0 and report.buildings.f1 == 0.0
+    assert report.pixels is not None and report.pixels.iou == 0.0
+
+
+def test_one_building_moved_gives_known_per_building_scores(tmp_path):
+    moved = [*BOXES[:3], (150, 5, 175, 25)]  # the last one somewhere with no building
+    pred = write_footprints(tmp_path / "pred.gpkg", [pixel_box(*b) for b in moved],
+                            "EPSG:32633")
+    raster = mask_tif(tmp_path / "grid.tif", [])
+    report = evaluate(pred, truth_gpkg(tmp_path / "t.gpkg"), raster)
+    b = report.buildings
+    assert (b.predicted, b.truth, b.matched) == (4, 4, 3)
+    assert b.precision == pytest.approx(0.75) and b.recall == pytest.approx(0.75)
+    assert b.f1 == pytest.approx(0.75)
+    p = report.pixels
+    assert p is not None
+    moved_px, lost_px = 25 * 20, 40 * 30
+    assert (p.fp, p.fn) == (moved_px, lost_px)
+
+
+def test_truth_in_another_crs_and_outside_the_extent(tmp_path):
+    far = (400, 400, 420, 420)  # beyond the 180 x 120 px raster
+    truth = truth_gpkg(tmp_path / "t.gpkg", [*BOXES, far], crs="EPSG:4326")
+    report = evaluate(mask_tif(tmp_path / "m.tif", BOXES), truth)
+    assert report.buildings.truth == 4 and report.buildings.recall == 1.0
+    assert report.pixels is not None and report.pixels.iou > 0.97
+    assert any("outside the extent" in n for n in report.notes)
+
+
+def test_polygons_without_a_grid_skip_pixel_scores(tmp_path):
+    pred = write_footprints(tmp_path / "p.gpkg", [pixel_box(*b) for b in BOXES], "EPSG:32633")
+    report = evaluate(pred, truth_gpkg(tmp_path / "t.gpkg"))
+    assert report.pixels is None and report.boundary is None
+    assert report.buildings.f1 == 1.0
+    assert "pixel" in report.format_table()
+
+
+def test_truth_elsewhere_fails_loudly(tmp_path):
+    truth = write_footprints(tmp_path / "t.gpkg", [pixel_box(5000, 5000, 5010, 5010)],
+                             "EPSG:32633")
+    with pytest.raises(InputError, match="no footprint"):
+        evaluate(mask_tif(tmp_path / "m.tif", BOXES), truth)
+
+
+def test_matching_is_one_to_one_and_greedy_by_iou():
+    truth = np.array([shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10)], dtype=object)
+    pred = np.array([shapely.box(1, 0, 11, 10),  # IoU 9/11 with truth 0
+                     shapely.box(0, 0, 10, 10),  # IoU 1 with truth 0
+                     shapely.box(30, 0, 40, 10)], dtype=object)
+    p_idx, t_idx, iou = match_buildings(pred, truth)
+    assert list(zip(p_idx, t_idx, strict=True)) == [(1, 0)]
+    assert iou[0] == 1.0
+    m = building_metrics(pred, truth)
+    assert m.precision == pytest.approx(1 / 3) and m.recall == pytest.approx(0.5)
+
+
+def test_cli_prints_a_table_and_writes_json(tmp_path):
+    mask = mask_tif(tmp_path / "m.tif", BOXES, nodata=255)
+    truth = truth_gpkg(tmp_path / "t.gpkg")
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(main, ["-q", "evaluate", str(mask), str(truth), "--out",
+                                       str(out), "--tolerance", "0.5"])
+    assert result.exit_code == 0, result.stderr
+    assert "pixel IoU" in result.output and "building F1" in result.output
+    data = json.loads(out.read_text())
+    assert data["pixels"]["iou"] == 1.0 and data["boundary"]["tolerance_m"] == 0.5
+    again = CliRunner().invoke(main, ["evaluate", str(mask), str(truth), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+
+
+def test_cli_truth_without_crs_is_a_one_line_error(tmp_path):
+    mask = mask_tif(tmp_path / "m.tif", BOXES)
+    truth = write_footprints(tmp_path / "t.gpkg", [pixel_box(*b) for b in BOXES], None)
+    result = CliRunner().invoke(main, ["evaluate", str(mask), str(truth)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no CRS" in lines[0]

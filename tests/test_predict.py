@@ -1,0 +1,368 @@
+"""Prediction: stitching, bounded reads, grids and CRSs, outputs, failures, and the CLI.
+
+Most tests use synthetic predictors (pure functions of the pixels), so they test the
+windowing, blending, writing and polygonizing without torch; the end-to-end tests save a
+tiny random model with ``trainer.modelfile.save_model`` and run ``geotiler predict``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from click.testing import CliRunner
+
+import geotiler.predict as gp
+from geotiler.blend import to_uint8
+from geotiler.cli import main
+from geotiler.errors import InputError, ModelFileError, OutputError
+from geotiler.predict import ModelInfo, PredictConfig, predict
+
+from conftest import ORIGIN, pixel_box, write_raster
+
+MODEL = ModelInfo(bands=(1, 2, 3), band_names=("red", "green", "blue"), dtype="uint8",
+                  tile_size=64, gsd=0.5, channels=("footprint", "contour"), contour_width=3,
+                  name="synthetic")
+
+
+class Brightness:
+    """Per-pixel predictor: footprint = mean brightness, contour = 0."""
+
+    def __call__(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        fp = image.astype(np.float32).mean(axis=1) / 255.0
+        return np.stack([fp, np.zeros_like(fp)], axis=1)
+
+
+def boxes_raster(path, height=330, width=460, *, res=0.5, nodata=None, crs="EPSG:32633",
+                 origin=ORIGIN, seed=0):
+    """Dark noise with bright (230) rectangles; returns (path, boxes in pixels)."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 90, size=(3, height, width)).astype(np.uint8)
+    boxes = []
+    for r in range(8, height - 30, 47):
+        for c in range(6, width - 30, 53):
+            h, w = (int(v) for v in rng.integers(10, 28, 2))
+            data[:, r:r + h, c:c + w] = 230
+            boxes.append((c, r, c + w, r + h))
+    if nodata is not None:
+        data[:, :, : width // 4] = nodata
+    return write_raster(path, data, res=res, nodata=nodata, crs=crs, origin=origin), boxes
+
+
+def config(**kw):
+    base = {"block": 128, "halo": 48, "overlap": 16, "batch_size": 4, "simplify": 0.0,
+            "min_area": 1.0, "device": "cpu"}
+    return PredictConfig(**{**base, **kw})
+
+
+def test_stitched_probabilities_equal_the_whole_map_and_polygons_match(tmp_path):
+    raster, boxes = boxes_raster(tmp_path / "a.tif")
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert report.blocks > 4 and report.windows_run == report.windows
+    with rasterio.open(raster) as src:
+        expected = to_uint8(src.read().astype(np.float32).mean(axis=0) / 255.0)
+    with rasterio.open(tmp_path / "b_prob.tif") as src:
+        probs = src.read()
+        assert src.descriptions == ("footprint", "contour")
+    assert np.abs(probs[0].astype(int) - expected.astype(int)).max() <= 1
+    assert probs[1].max() == 0
+    with rasterio.open(tmp_path / "b_mask.tif") as src:
+        mask = src.read(1)
+    assert np.array_equal(mask == 1, expected >= 128)
+    frame = gpd.read_file(tmp_path / "b.gpkg", layer="buildings")
+    assert len(frame) == len(boxes) == report.buildings
+    truth = [pixel_box(*b) for b in boxes]
+    for poly in truth:
+        best = max(poly.intersection(g).area / poly.union(g).area for g in frame.geometry)
+        assert best >= 0.99
+    assert np.allclose(sorted(frame.area_m2), sorted(p.area for p in truth))
+    assert frame.score.between(0.85, 0.95).all()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_block_reader_never_reads_more_than_a_block_and_its_spill(tmp_path, monkeypatch):
+    raster, _ = boxes_raster(tmp_path / "a.tif", 700, 610)
+    seen: list[tuple[int, int]] = []
+    original = gp.read_region
+
+    def spy(src, grid, rect):
+        seen.append(rect.shape)
+        return original(src, grid, rect)
+
+    monkeypatch.setattr(gp, "read_region", spy)
+    cfg = config(block=128, overlap=16)
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", cfg)
+    assert len(seen) == report.blocks
+    stride = MODEL.tile_size - cfg.overlap
+    core = round(cfg.block / stride) * stride
+    limit = core + MODEL.tile_size + cfg.overlap  # a short last block merges (< one window)
+    assert max(max(s) for s in seen) <= limit
+    assert sum(h * w for h, w in seen) < 1.25 * 700 * 610  # each pixel read about once
+
+
+def test_dask_graph_gives_the_serial_result(tmp_path):
+    from pipelines.predict import run_job
+
+    raster, _ = boxes_raster(tmp_path / "a.tif")
+    serial = predict(raster, Brightness(), MODEL, tmp_path / "s.gpkg", config())
+    job = gp.prepare(raster, MODEL, tmp_path / "d.gpkg", config())
+    report = run_job(job, Brightness(), workers=2)
+    assert report.buildings == serial.buildings
+    for kind in ("prob", "mask"):
+        with rasterio.open(tmp_path / f"s_{kind}.tif") as a, \
+                rasterio.open(tmp_path / f"d_{kind}.tif") as b:
+            assert np.array_equal(a.read(), b.read())
+    s = gpd.read_file(tmp_path / "s.gpkg")
+    d = gpd.read_file(tmp_path / "d.gpkg")
+    assert np.allclose(sorted(s.area_m2), sorted(d.area_m2))
+
+
+def test_raster_finer_than_the_model_is_resampled_to_its_gsd(tmp_path):
+    raster, boxes = boxes_raster(tmp_path / "fine.tif", 400, 500, res=0.25)
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert report.grid == (250, 200)
+    with rasterio.open(tmp_path / "b_mask.tif") as src:
+        assert src.res == (0.5, 0.5) and src.crs.to_epsg() == 32633
+        with rasterio.open(raster) as full:
+            assert src.bounds == full.bounds
+    frame = gpd.read_file(tmp_path / "b.gpkg")
+    assert len(frame) == len(boxes)
+    truth = sorted(pixel_box(*b, res=0.25).area for b in boxes)
+    assert np.allclose(sorted(frame.area_m2), truth, rtol=0.25, atol=1.0)
+
+
+def test_geographic_raster(tmp_path):
+    lat = 45.0
+    deg_y = 0.5 / 111_132.0  # about 0.5 m
+    deg_x = 0.5 / (111_320.0 * math.cos(math.radians(lat)))
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 90, size=(3, 200, 240)).astype(np.uint8)
+    data[:, 50:90, 60:120] = 230  # 20 m x 30 m
+    raster = write_raster(tmp_path / "geo.tif", data, crs="EPSG:4326",
+                          transform=Affine(deg_x, 0, 10.0, 0, -deg_y, lat))
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert abs(report.grid[0] - 240) <= 3 and abs(report.grid[1] - 200) <= 3
+    frame = gpd.read_file(tmp_path / "b.gpkg")
+    assert frame.crs.to_epsg() == 4326 and len(frame) == 1
+    assert frame.area_m2[0] == pytest.approx(600, rel=0.05)
+
+
+def test_nodata_is_skipped_and_marked(tmp_path):
+    raster, _ = boxes_raster(tmp_path / "nd.tif", 300, 460, nodata=0)
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert report.windows_run < report.windows
+    with rasterio.open(tmp_path / "b_mask.tif") as src:
+        assert src.nodata == 255
+        mask = src.read(1)
+    assert (mask[:, : 460 // 4] == 255).all() and (mask[:, 460 // 4:] != 255).all()
+
+
+def test_empty_prediction_writes_a_valid_empty_layer(tmp_path):
+    raster, _ = boxes_raster(tmp_path / "a.tif")
+
+    def nothing(image, valid):
+        return np.zeros((image.shape[0], 2, 64, 64), np.float32)
+
+    report = predict(raster, nothing, MODEL, tmp_path / "b.gpkg", config())
+    assert report.buildings == 0
+    frame = gpd.read_file(tmp_path / "b.gpkg", layer="buildings")
+    assert len(frame) == 0 and frame.crs.to_epsg() == 32633
+    assert pyogrio.read_info(tmp_path / "b.gpkg", layer="buildings")["geometry_type"] == "Polygon"
+
+
+def test_raster_smaller_than_a_window_and_no_probabilities(tmp_path):
+    data = np.full((3, 40, 50), 20, np.uint8)
+    data[:, 10:30, 5:25] = 240
+    raster = write_raster(tmp_path / "tiny.tif", data)
+    report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg",
+                     config(probabilities=False))
+    assert (report.windows, report.buildings) == (1, 1)
+    assert not (tmp_path / "b_prob.tif").exists()
+    with rasterio.open(tmp_path / "b_mask.tif") as src:
+        assert src.shape == (40, 50) and src.read(1).sum() == 400
+    frame = gpd.read_file(tmp_path / "b.gpkg")
+    assert frame.area_m2[0] == pytest.approx(100)
+
+
+def test_existing_outputs_need_overwrite(tmp_path):
+    raster, _ = boxes_raster(tmp_path / "a.tif")
+    predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    before = (tmp_path / "b_mask.tif").stat().st_mtime_ns
+    with pytest.raises(OutputError, match="--overwrite"):
+        predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert (tmp_path / "b_mask.tif").stat().st_mtime_ns == before
+    predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config(overwrite=True))
+
+
+def test_bad_inputs_raise_our_errors(tmp_path):
+    gray = write_raster(tmp_path / "gray.tif", np.zeros((1, 100, 100), np.uint8))
+    with pytest.raises(ModelFileError) as err:
+        predict(gray, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert "1:red" in str(err.value) and "gray" in str(err.value).lower()
+    nocrs = write_raster(tmp_path / "nocrs.tif", np.zeros((3, 100, 100), np.uint8), crs=None)
+    with pytest.raises(InputError, match="no CRS"):
+        predict(nocrs, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    with pytest.raises(InputError, match="does not exist"):
+        predict(tmp_path / "missing.tif", Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    raster, _ = boxes_raster(tmp_path / "a.tif")
+    with pytest.raises(OutputError, match="cannot create"):
+        predict(raster, Brightness(), MODEL, blocker / "sub" / "b.gpkg", config())
+    assert not any(tmp_path.glob("b*"))
+
+
+def test_a_failure_midway_leaves_nothing_behind(tmp_path):
+    raster, _ = boxes_raster(tmp_path / "a.tif")
+    calls = []
+
+    def flaky(image, valid):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("boom")
+        return Brightness()(image, valid)
+
+    with pytest.raises(RuntimeError):
+        predict(raster, flaky, MODEL, tmp_path / "b.gpkg", config())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+
+
+# --- with a real (tiny, untrained) model file -----------------------------------------------
+
+@pytest.fixture
+def model_file(tmp_path):
+    pytest.importorskip("trainer.modelfile")
+    import torch
+
+    from trainer.config import ModelConfig
+    from trainer.modelfile import ModelSpec, save_model
+    from trainer.networks import build_generator
+
+    torch.manual_seed(0)
+    net_config = ModelConfig(arch="unet", in_channels=3, out_channels=2, ngf=4, num_downs=3,
+                             use_dropout=False)
+    spec = ModelSpec(model=net_config, bands=[1, 2, 3], band_names=["red", "green", "blue"],
+                     dtype="uint8", mean=[60.0] * 3, std=[40.0] * 3, tile_size=64, gsd=0.5,
+                     mask_channels=["footprint", "contour"], target="masks",
+                     tiling={"contour_width": 3})
+    path = tmp_path / "model.pt"
+    save_model(path, build_generator(net_config), spec)
+    return path
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, ["-q", *args])
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output + result.stderr
+    assert "Traceback" not in result.stderr + result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+
+
+def test_cli_end_to_end_with_a_model_file(tmp_path, model_file):
+    raster, _ = boxes_raster(tmp_path / "a.tif", 600, 640)
+    out = tmp_path / "out" / "b.gpkg"
+    result = run_cli("predict", str(raster), "--model", str(model_file), "--out", str(out),
+                     "--raster-out", str(tmp_path / "rasters"), "--block", "256",
+                     "--device", "cpu", "--batch-size", "8")
+    assert result.exit_code == 0, result.stderr
+    assert "buildings" in result.output
+    frame = gpd.read_file(out, layer="buildings")
+    assert frame.crs.to_epsg() == 32633
+    assert {"area_m2", "score"} <= set(frame.columns)
+    assert (frame.area_m2 >= PredictConfig().min_area - 1e-6).all()
+    for name, count in (("b_prob.tif", 2), ("b_mask.tif", 1)):
+        with rasterio.open(tmp_path / "rasters" / name) as src:
+            assert src.crs.to_epsg() == 32633 and src.count == count
+            assert src.profile["tiled"] and src.block_shapes[0] == (512, 512)
+            assert src.compression.name == "deflate"
+            assert src.overviews(1), "overviews are present"
+            with rasterio.open(raster) as full:
+                assert src.transform == full.transform
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", str(tmp_path / "rasters" / "b_prob.tif")],
+                              capture_output=True, text=True, check=True).stdout
+        assert "Overviews" in info and "LAYOUT=COG" in info
+    if shutil.which("ogrinfo"):
+        info = subprocess.run(["ogrinfo", "-so", str(out), "buildings"], capture_output=True,
+                              text=True, check=True).stdout
+        assert "Geometry: Polygon" in info and "area_m2" in info
+    again = run_cli("predict", str(raster), "--model", str(model_file), "--out", str(out),
+                    "--raster-out", str(tmp_path / "rasters"))
+    assert_one_line_error(again, "already exist", "--overwrite")
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path, model_file):
+    raster, _ = boxes_raster(tmp_path / "a.tif", 100, 100)
+    out = str(tmp_path / "b.gpkg")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a model at all" * 10)
+    assert_one_line_error(run_cli("predict", str(raster), "-m", str(corrupt), "-o", out),
+                          "corrupt.pt")
+    assert_one_line_error(run_cli("predict", str(raster), "-m", str(raster), "-o", out),
+                          "a.tif")
+    gray = write_raster(tmp_path / "gray.tif", np.zeros((1, 80, 80), np.uint8))
+    assert_one_line_error(run_cli("predict", str(gray), "-m", str(model_file), "-o", out),
+                          "1:red", "1 band")
+    nocrs = write_raster(tmp_path / "nocrs.tif", np.zeros((3, 80, 80), np.uint8), crs=None)
+    assert_one_line_error(run_cli("predict", str(nocrs), "-m", str(model_file), "-o", out),
+                          "no CRS")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("predict", str(raster), "-m", str(model_file), "-o",
+                                  str(blocker / "b.gpkg")), "cannot create")
+    bad_ext = run_cli("predict", str(raster), "-m", str(model_file), "-o",
+                      str(tmp_path / "b.shp"))
+    assert bad_ext.exit_code == 2 and ".gpkg" in bad_ext.stderr  # a usage error
+    assert "Traceback" not in bad_ext.stderr
+    usage = run_cli("predict", str(raster), "-m", str(model_file), "-o", out,
+                    "--threshold", "2")
+    assert usage.exit_code == 2 and "Traceback" not in usage.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.tif", "corrupt.pt", "file", "gray.tif", "model.pt", "nocrs.tif"]
+
+
+def test_the_model_is_loaded_once_per_process(tmp_path, model_file, monkeypatch):
+    import trainer.modelfile
+    from pipelines import predict as pipeline
+
+    calls = []
+    original = trainer.modelfile.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.modelfile, "load_model", counting)
+    monkeypatch.setattr(pipeline, "_CACHE", {})
+    raster, _ = boxes_raster(tmp_path / "a.tif", 300, 400)
+    report = pipeline.run_predict(raster, model_file, tmp_path / "b.gpkg",
+                                  config(block=64, device="cpu"), workers=2)
+    assert report.blocks >= 12 and len(calls) == 1
+
+
+def test_distributed_client_loads_the_model_per_worker(tmp_path, model_file):
+    distributed = pytest.importorskip("distributed")
+    from pipelines.predict import run_predict
+
+    raster, _ = boxes_raster(tmp_path / "a.tif", 200, 260)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        report = run_predict(raster, model_file, tmp_path / "b.gpkg",
+                             config(block=128, device="cpu"), client=client)
+    assert report.windows_run == report.windows
+    assert (tmp_path / "b.gpkg").exists() and (tmp_path / "b_mask.tif").exists()
+    _ = shapely  # imported for the fixtures' geometry helpers
