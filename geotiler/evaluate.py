@@ -44,7 +44,7 @@ from rasterio.windows import Window
 
 from geotiler.blend import Rect, plan_blocks
 from geotiler.errors import InputError, OutputError
-from geotiler.io import ground_gsd, load_footprints
+from geotiler.io import first_line, ground_gsd, load_footprints, open_raster
 from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion
 from geotiler.polygons import PolygonOptions, polygonize_tiled, to_map
 
@@ -227,13 +227,7 @@ class Grid:
 
 
 def open_grid(path: Path, is_mask: bool) -> Grid:
-    if not path.exists():
-        raise InputError(f"raster {path} does not exist")
-    try:
-        src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as err:
-        raise InputError(f"{path} is not a raster GDAL can read: {_first_line(err)}") from None
-    with src:
+    with open_raster(path) as src:
         if src.crs is None:
             raise InputError(f"raster {path} has no CRS; assign one with gdal_edit.py -a_srs")
         if src.transform.b != 0 or src.transform.d != 0:
@@ -251,7 +245,7 @@ def read_polygons(path: Path) -> tuple[np.ndarray, CRS]:
         layer = DEFAULT_LAYER if DEFAULT_LAYER in layers else (layers[0] if layers else None)
         frame = gpd.read_file(path, layer=layer)
     except Exception as err:  # pyogrio raises several types; the message is what matters
-        raise InputError(f"cannot read prediction {path}: {_first_line(err)}") from None
+        raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
     if frame.crs is None:
         raise InputError(f"prediction {path} has no CRS; set one with ogr2ogr -a_srs")
     geoms = np.asarray(frame.geometry.values, dtype=object)
@@ -292,11 +286,6 @@ def _inside(geoms: np.ndarray, bounds: tuple[float, float, float, float]) -> np.
     x, y = pts[:, 0], pts[:, 1]
     left, bottom, right, top = bounds
     return geoms[(x >= left) & (x < right) & (y > bottom) & (y <= top)]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # --- pixel scores ---------------------------------------------------------------------------

@@ -65,13 +65,7 @@ def open_raster_info(path: Path | str, bands: tuple[int, ...] | None = None) -> 
     without CRS or geotransform, a rotated grid, or band numbers it does not have.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"raster {path} does not exist")
-    try:
-        src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as err:
-        raise InputError(f"{path} is not a raster GDAL can read: {_first_line(err)}") from None
-    with src:
+    with open_raster(path) as src:
         if src.crs is None:
             raise InputError(
                 f"raster {path} has no CRS; assign one first, e.g. "
@@ -123,6 +117,17 @@ def open_raster_info(path: Path | str, bands: tuple[int, ...] | None = None) -> 
             gsd=ground_gsd(src.crs, transform, src.width, src.height),
             all_valid=all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums),
         )
+
+
+def open_raster(path: Path | str) -> rasterio.DatasetReader:
+    """Open a raster for reading; InputError (one line) if it is missing or not a raster."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"raster {path} does not exist")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        raise InputError(f"{path} is not a raster GDAL can read: {first_line(err)}") from None
 
 
 def ground_gsd(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
@@ -238,7 +243,7 @@ def load_footprints(path: Path | str) -> Footprints:
         else:
             frame = gpd.read_file(path)
     except Exception as err:  # pyogrio/fiona raise many types; the message is what matters
-        raise InputError(f"cannot read footprints {path}: {_first_line(err)}") from None
+        raise InputError(f"cannot read footprints {path}: {first_line(err)}") from None
     if frame.crs is None:
         raise InputError(
             f"footprints {path} have no CRS; set one, e.g. "
@@ -287,6 +292,6 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

@@ -36,7 +36,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 
 from geotiler.errors import ConfigError, InputError, OutputError
-from geotiler.io import ground_gsd
+from geotiler.io import first_line, ground_gsd, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,7 @@ def decimated_shape(width: int, height: int, max_side: int) -> tuple[int, int]:
 def _read_decimated(path: Path, max_side: int, bands: Sequence[int] | None
                     ) -> tuple[np.ndarray, NDArray[np.bool_], CRS | None, Affine]:
     """The chosen bands and validity mask at the picture's size, never at full resolution."""
-    if not path.exists():
-        raise InputError(f"raster {path} does not exist")
-    try:
-        src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as err:
-        raise InputError(f"{path} is not a raster GDAL can read: {_first_line(err)}") from None
-    with src:
+    with open_raster(path) as src:
         chosen = _choose_bands(src, path, bands)
         out_h, out_w = decimated_shape(src.width, src.height, max_side)
         try:
@@ -132,7 +126,7 @@ def _read_decimated(path: Path, max_side: int, bands: Sequence[int] | None
             valid = src.dataset_mask(out_shape=(out_h, out_w),
                                      resampling=Resampling.nearest) > 0
         except rasterio.errors.RasterioIOError as err:
-            raise InputError(f"cannot read raster {path}: {_first_line(err)}") from None
+            raise InputError(f"cannot read raster {path}: {first_line(err)}") from None
         transform = src.transform * Affine.scale(src.width / out_w, src.height / out_h)
         crs = src.crs
     if image.dtype.kind == "f":
@@ -215,7 +209,7 @@ def _read_polygons(source: PolygonSource, name: str, crs: CRS,
                                                       *bounds, densify_pts=21)
             frame = gpd.read_file(path, bbox=bbox)
     except Exception as err:  # pyogrio raises many types; the message is what matters
-        raise InputError(f"cannot read {name} polygons {path}: {_first_line(err)}") from None
+        raise InputError(f"cannot read {name} polygons {path}: {first_line(err)}") from None
     if frame.crs is None:
         raise InputError(f"{name} polygons {path} have no CRS; set one, e.g. "
                          f"ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {path}")
@@ -290,7 +284,3 @@ def _write_png(rgb: NDArray[np.uint8], out: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
