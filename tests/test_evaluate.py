@@ -135,6 +135,7 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
     assert again.exit_code == 1 and "--overwrite" in again.stderr
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
 def test_cli_truth_without_crs_is_a_one_line_error(tmp_path):
     mask = mask_tif(tmp_path / "m.tif", BOXES)
     truth = write_footprints(tmp_path / "t.gpkg", [pixel_box(*b) for b in BOXES], None)

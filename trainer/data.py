@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,9 +229,16 @@ class ShardDataset(IterableDataset):
     @staticmethod
     def _read(items: list[WorkItem]) -> Iterator[Tile]:
         for shard, part, parts in items:
-            yield from iter_shard(
-                shard, select=lambda index, _key, p=part, n=parts: index % n == p
-            )
+            yield from iter_shard(shard, select=_every(parts, part))
+
+
+def _every(parts: int, part: int) -> Callable[[int, str], bool]:
+    """Selects the tiles at positions ``part``, ``part + parts``, ... of a shard."""
+
+    def select(index: int, _key: str) -> bool:
+        return index % parts == part
+
+    return select
 
 
 def _part_size(count: int, part: int, parts: int) -> int:
