@@ -31,6 +31,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,6 +198,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--block", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--trained-model", type=Path, default=None,
+                        help="Use this model file (e.g. trained on sample_data) instead of "
+                        "the random small preset: a trained model's output is what "
+                        "polygonization really sees.")
     parser.add_argument("--forward-sample", type=int, default=0,
                         help="Time the bare forward on this many windows and scale up to "
                         "the prediction's count (0: all of them).")
@@ -217,6 +222,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     model = workdir / "model.pt"
+    if args.trained_model:
+        shutil.copyfile(args.trained_model, model)
     for size in args.sizes:
         raster = workdir / f"scene_{size}.tif"
         subprocess.run([sys.executable, __file__, "--prepare", "--raster", str(raster),
