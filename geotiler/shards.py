@@ -31,12 +31,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
+from geotiler.atomic import PARTIAL_SUFFIX, atomic_path
 from geotiler.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
-PARTIAL_SUFFIX = ".partial"
 RECORDS_SUFFIX = ".records.json"
 
 
@@ -162,9 +162,8 @@ def read_shard_summary(shard: Path) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` through a temporary name, so readers never see half a file."""
-    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def list_shards(dataset_dir: Path | str, split: str | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ Execution of the shards belongs to :mod:`pipelines.tile`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -36,7 +37,7 @@ from geotiler.dataset import (
 from geotiler.errors import InputError, OutputError
 from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
 from geotiler.shards import PARTIAL_SUFFIX, SHARD_DIR, write_json_atomic
-from geotiler.tiler import ShardResult, ShardSpec, tile_key
+from geotiler.tiler import ShardResult, ShardSpec
 from geotiler.tiling import TileGrid, assign_splits, make_grid
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,8 @@ def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
             name = f"{name}-{seen[name]}"
         else:
             seen[name] = 0
-        result.append(info if name == info.name else _renamed(info, name))
+        result.append(info if name == info.name else dataclasses.replace(info, name=name))
     return result
-
-
-def _renamed(info: RasterInfo, name: str) -> RasterInfo:
-    from dataclasses import replace
-
-    return replace(info, name=name)
 
 
 def plan_tiling(
@@ -363,9 +358,5 @@ def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) ->
     os.replace(tmp, path)
 
 
-def tile_keys(plan: TilingPlan) -> list[str]:
-    """Every planned key (before selection), in plan order; for tests and reports."""
-    return [tile_key(s.raster.name, r, c) for s in plan.shards for r, c in s.positions]
 
-
-__all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output", "tile_keys"]
+__all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output"]

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from geotiler import __version__
+from geotiler.atomic import atomic_path
 from geotiler.dataset import DatasetInfo, load_dataset_info
 from geotiler.errors import ConfigError, DatasetError, OutputError
 from geotiler.shards import list_shards
@@ -378,12 +379,8 @@ def _dataset_identity(info: DatasetInfo) -> dict[str, Any]:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save through a temporary name, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -448,9 +445,8 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
 
 
 def _tensorboard(log_dir: Path) -> Any:

@@ -18,7 +18,6 @@ a training summary and the geotiler version.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from geotiler import __version__
+from geotiler.atomic import atomic_path
 from geotiler.errors import ConfigError, ModelFileError
 from trainer.config import ModelConfig
 from trainer.networks import build_generator
@@ -112,12 +112,8 @@ def save_model(path: Path | str, generator: nn.Module, spec: ModelSpec) -> None:
         "state_dict": state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
