@@ -18,6 +18,8 @@ from geotiler.errors import ConfigError
 Target = Literal["masks", "seed-rgb"]
 TARGETS: tuple[Target, ...] = ("masks", "seed-rgb")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+Compression = Literal["zstd", "deflate", "lzw", "none"]
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "deflate", "lzw", "none")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ class TileConfig:
         block_tiles: side of a split block, in tiles.
         shard_size: tiles per shard file.
         seed: seeds the split and the keep-empty draw.
-        compress: GeoTIFF compression of tile members.
+        compress: GeoTIFF compression of tile members. zstd (GDAL >= 2.3, any recent QGIS)
+            encodes ~4x and decodes ~2x faster than deflate at the same size; deflate for
+            old readers.
     """
 
     size: int = 256
@@ -63,7 +67,7 @@ class TileConfig:
     block_tiles: int = 2
     shard_size: int = 256
     seed: int = 0
-    compress: Literal["none", "deflate", "lzw"] = "deflate"
+    compress: Compression = "zstd"
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 8192:

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pyproj
 import rasterio
@@ -169,16 +168,18 @@ def read_window(
     src: rasterio.DatasetReader,
     bands: tuple[int, ...],
     bounds: tuple[float, float, float, float],
-    size: int,
+    size: int | tuple[int, int],
     resampling: Resampling,
     *,
     all_valid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read the map rectangle ``bounds`` as a (bands, size, size) array plus validity mask.
+    """Read the map rectangle ``bounds`` as a (bands, H, W) array plus validity mask.
 
-    Windows that run past the raster's edge are padded (nodata, marked invalid) instead of
-    failing, so edge tiles are kept.
+    ``size`` is the output's side in pixels, or its (height, width). Windows that run past
+    the raster's edge are padded (nodata, marked invalid) instead of failing, so edge tiles
+    are kept.
     """
+    shape = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     window = rasterio.windows.from_bounds(*bounds, transform=src.transform)
     inside = (
         window.col_off >= -1e-6
@@ -189,16 +190,16 @@ def read_window(
     fill = src.nodata if src.nodata is not None else 0
     if inside:
         window = _snap(window)
-        image = src.read(bands, window=window, out_shape=(len(bands), size, size),
+        image = src.read(bands, window=window, out_shape=(len(bands), *shape),
                          resampling=resampling)
         if all_valid:  # no nodata, alpha or mask band: skip reading a mask of 255s
-            return image, np.ones((size, size), dtype=bool)
-        valid = src.dataset_mask(window=window, out_shape=(size, size),
+            return image, np.ones(shape, dtype=bool)
+        valid = src.dataset_mask(window=window, out_shape=shape,
                                  resampling=Resampling.nearest) > 0
     else:
-        image = src.read(bands, window=window, out_shape=(len(bands), size, size),
+        image = src.read(bands, window=window, out_shape=(len(bands), *shape),
                          resampling=resampling, boundless=True, fill_value=fill)
-        valid = src.dataset_mask(window=window, out_shape=(size, size), boundless=True,
+        valid = src.dataset_mask(window=window, out_shape=shape, boundless=True,
                                  resampling=Resampling.nearest) > 0
     return image, valid
 
@@ -224,6 +225,8 @@ class Footprints:
         """The polygons in another CRS (a new array; the original is kept)."""
         if CRS.from_user_input(crs) == self.crs:
             return self.geoms
+        import geopandas as gpd  # heavy (pandas): imported only where vectors are read
+
         series = gpd.GeoSeries(self.geoms, crs=self.crs.to_wkt()).to_crs(crs.to_wkt())
         return np.asarray(series.values, dtype=object)
 
@@ -234,6 +237,8 @@ def load_footprints(path: Path | str) -> Footprints:
     Invalid polygons are repaired with ``shapely.make_valid`` (polygonal parts kept) and
     counted; empty and non-polygonal features are dropped and counted.
     """
+    import geopandas as gpd
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"footprints {path} do not exist")

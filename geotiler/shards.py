@@ -3,6 +3,7 @@
 A shard ``tiles/shards/{split}-{n:06d}.tar`` holds, for each tile key::
 
     {key}.image.tif   bands of the source raster, source dtype, internal nodata mask
+                      where some pixels are invalid
     {key}.mask.tif    uint8 target channels (dataset.json "mask_channels"), 0..255
     {key}.json        the tile's record (split, source, grid position, building stats)
 
@@ -15,6 +16,7 @@ task's summary: skipped tiles, per-band sums) are then written beside it as
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -26,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
+import rasterio.errors
+import tifffile
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.io import MemoryFile
 
 from geotiler.atomic import PARTIAL_SUFFIX, atomic_path
 from geotiler.errors import DatasetError
+from geotiler.geotiff import decode
 
 log = logging.getLogger(__name__)
 
@@ -55,49 +58,6 @@ class Tile:
     transform: Affine
     crs: CRS
     record: dict[str, Any]
-
-
-def encode_geotiff(
-    array: np.ndarray,
-    transform: Affine,
-    crs: CRS,
-    *,
-    valid: np.ndarray | None = None,
-    compress: str = "deflate",
-    nodata: float | None = None,
-) -> bytes:
-    """Encode a (bands, H, W) array as an in-memory GeoTIFF, with an internal mask if given."""
-    count, height, width = array.shape
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": transform,
-    }
-    if compress != "none":
-        profile["compress"] = compress
-        profile["predictor"] = 2
-        if compress == "deflate":
-            profile["zlevel"] = 1  # 30% faster than the default 6, files ~5% larger
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with MemoryFile() as memfile:
-        with memfile.open(**profile) as dst:
-            dst.write(array)
-            if valid is not None and not valid.all():  # all-valid needs no mask band
-                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
-        return bytes(memfile.read())
-
-
-def decode_geotiff(data: bytes) -> tuple[np.ndarray, np.ndarray, Affine, CRS]:
-    """Decode GeoTIFF bytes into (array, valid mask, transform, crs)."""
-    with MemoryFile(data) as memfile, memfile.open() as src:
-        array = src.read()
-        valid = src.dataset_mask() > 0
-        return array, valid, src.transform, src.crs
 
 
 class ShardWriter:
@@ -230,15 +190,23 @@ def iter_shard(
 def _assemble(path: Path, key: str, group: dict[str, bytes], skip_corrupt: bool) -> Tile | None:
     try:
         record = json.loads(group["json"])
-        image, valid, transform, crs = decode_geotiff(group["image.tif"])
-        with MemoryFile(group["mask.tif"]) as memfile, memfile.open() as src:
-            mask = src.read()
-    except (KeyError, ValueError, rasterio.errors.RasterioError) as err:
+        image, valid = decode(group["image.tif"])
+        mask, _ = decode(group["mask.tif"])
+        transform = Affine(*record["transform"])
+        crs = _crs(record["crs"])
+    except (KeyError, ValueError, TypeError, tifffile.TiffFileError,
+            rasterio.errors.CRSError) as err:
         if not skip_corrupt:
             raise DatasetError(f"tile {key} in {path} is corrupt: {err!r}") from None
         log.warning("skipping corrupt tile %s in %s: %r", key, path, err)
         return None
     return Tile(key, image, mask, valid, transform, crs, record)
+
+
+@functools.lru_cache(maxsize=64)
+def _crs(text: str) -> CRS:
+    """Tiles of one raster share a CRS string: parse it once."""
+    return CRS.from_user_input(text)
 
 
 def iter_tiles(

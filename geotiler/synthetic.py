@@ -200,6 +200,14 @@ class SceneSpec:
                 self.origin_x + self.width * self.gsd, self.origin_y)
 
 
+
+#: The repository's sample scene (``sample_data/``): 1024 x 1024 px at 0.5 m (512 m square)
+#: in UTM zone 33N. The seed was picked for a representative mix: detached houses,
+#: L-shapes, terraced rows of touching houses, flats, a park, parking lots and a pool or two.
+SAMPLE_SPEC = SceneSpec(width=1024, height=1024, gsd=0.5, crs="EPSG:32633",
+                        origin_x=601000.0, origin_y=5340000.0, seed=28)
+
+
 @dataclass(frozen=True)
 class SceneSummary:
     """What :func:`make_scene` wrote."""

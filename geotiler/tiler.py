@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import rasterio
 import shapely
 from rasterio.enums import Resampling
 
 from geotiler.config import TileConfig
+from geotiler.geotiff import GeoTiffEncoder
 from geotiler.io import RasterInfo, read_window
-from geotiler.masks import tile_masks
-from geotiler.shards import ShardWriter, encode_geotiff
+from geotiler.masks import strip_masks
+from geotiler.shards import ShardWriter
 from geotiler.tiling import TileGrid
 
 log = logging.getLogger(__name__)
@@ -98,54 +101,60 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     tree = shapely.STRtree(geoms)
     pad = config.contour_width + 1
     resampling = resampling_for(grid, info)
+    image_encoder = GeoTiffEncoder(info.crs, compress=config.compress, nodata=info.nodata)
+    mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
     with rasterio.open(info.path) as src, ShardWriter(spec.path) as writer:
-        for row, col in spec.positions:
-            key = tile_key(info.name, row, col)
-            bounds = grid.bounds(row, col)
-            image, valid = read_window(src, info.bands, bounds, grid.size, resampling,
-                                       all_valid=info.all_valid)
-            nodata_fraction = 1.0 - float(valid.mean())
-            if nodata_fraction > config.max_nodata:
-                skipped_nodata += 1
-                continue
-            candidates = geoms[tree.query(shapely.box(*grid.bounds(row, col, pad=pad)))]
-            transform = grid.transform(row, col)
-            mask, count = tile_masks(
-                candidates, transform, grid.size, contour_width=config.contour_width,
-                target=config.target, seed_blur=config.seed_blur,
+        for row, cols in tile_strips(spec.positions):
+            candidates = geoms[tree.query(shapely.box(*_strip_bounds(grid, row, cols, pad)))]
+            masks = strip_masks(
+                candidates,
+                grid.transform(row, cols[0]),
+                grid.size,
+                grid.stride,
+                len(cols),
+                contour_width=config.contour_width,
+                target=config.target,
+                seed_blur=config.seed_blur,
             )
-            if not valid.all():  # no targets where there is no imagery to learn them from
-                mask[:, ~valid] = 0
-            footprint = mask[0] > 127 if config.target == "masks" else mask.min(axis=0) > 127
-            building_fraction = float(np.count_nonzero(footprint)) / footprint.size
-            if spec.split == "train" and not _selected(building_fraction, key, config):
-                skipped_selection += 1
-                continue
-            record = {
-                "key": key,
-                "split": spec.split,
-                "shard": spec.path.name,
-                "source": info.name,
-                "row": row,
-                "col": col,
-                "bounds": list(bounds),
-                "transform": list(transform)[:6],
-                "crs": spec.crs_text,
-                "building_fraction": round(building_fraction, 6),
-                "building_count": count,
-                "nodata_fraction": round(nodata_fraction, 6),
-            }
-            members = {
-                "image.tif": encode_geotiff(image, transform, info.crs, valid=valid,
-                                            compress=config.compress, nodata=info.nodata),
-                "mask.tif": encode_geotiff(mask, transform, info.crs, compress=config.compress),
-            }
-            writer.add(key, members, record)
-            if spec.split == "train":
-                sums, sqsums, count = band_moments(image, valid)
-                band_sum += sums
-                band_sqsum += sqsums
-                band_count += count
+            images = _read_strip(src, info, grid, row, cols, resampling)
+            for col, (mask, count), (image, valid) in zip(cols, masks, images, strict=True):
+                key = tile_key(info.name, row, col)
+                nodata_fraction = 1.0 - float(valid.mean())
+                if nodata_fraction > config.max_nodata:
+                    skipped_nodata += 1
+                    continue
+                if not valid.all():  # no targets where there is no imagery to learn them from
+                    mask[:, ~valid] = 0
+                footprint = mask[0] > 127 if config.target == "masks" else mask.min(axis=0) > 127
+                building_fraction = float(np.count_nonzero(footprint)) / footprint.size
+                if spec.split == "train" and not _selected(building_fraction, key, config):
+                    skipped_selection += 1
+                    continue
+                transform = grid.transform(row, col)
+                record = {
+                    "key": key,
+                    "split": spec.split,
+                    "shard": spec.path.name,
+                    "source": info.name,
+                    "row": row,
+                    "col": col,
+                    "bounds": list(grid.bounds(row, col)),
+                    "transform": list(transform)[:6],
+                    "crs": spec.crs_text,
+                    "building_fraction": round(building_fraction, 6),
+                    "building_count": count,
+                    "nodata_fraction": round(nodata_fraction, 6),
+                }
+                members = {
+                    "image.tif": image_encoder.encode(image, transform, valid),
+                    "mask.tif": mask_encoder.encode(mask, transform),
+                }
+                writer.add(key, members, record)
+                if spec.split == "train":
+                    sums, sqsums, npixels = band_moments(image, valid)
+                    band_sum += sums
+                    band_sqsum += sqsums
+                    band_count += npixels
         writer.summary = {
             "band_sum": band_sum.tolist(),
             "band_sqsum": band_sqsum.tolist(),
@@ -154,6 +163,75 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             "skipped_selection": skipped_selection,
         }
     return shard_result(writer.records, writer.summary)
+
+
+# Tiles handled together: long enough to spread the per-call costs of reading and
+# rasterizing, short enough that a strip's arrays stay small (16 x 256² x 4 B labels).
+STRIP_TILES = 16
+
+
+def tile_strips(
+    positions: list[tuple[int, int]], max_tiles: int = STRIP_TILES
+) -> Iterator[tuple[int, list[int]]]:
+    """Runs of horizontally adjacent tiles, in write order: (row, [col, col+1, ...])."""
+    row, cols = -1, list[int]()
+    for r, c in positions:
+        if cols and (r != row or c != cols[-1] + 1 or len(cols) == max_tiles):
+            yield row, cols
+            cols = []
+        row = r
+        cols.append(c)
+    if cols:
+        yield row, cols
+
+
+def _strip_bounds(
+    grid: TileGrid, row: int, cols: list[int], pad: int
+) -> tuple[float, float, float, float]:
+    first, last = grid.bounds(row, cols[0], pad=pad), grid.bounds(row, cols[-1], pad=pad)
+    return (first[0], first[1], last[2], first[3])
+
+
+def _read_strip(
+    src: rasterio.DatasetReader,
+    info: RasterInfo,
+    grid: TileGrid,
+    row: int,
+    cols: list[int],
+    resampling: Resampling,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images and validity of a strip's tiles.
+
+    An exact copy (no resampling) reads the strip in one call and slices it, which gives
+    the same pixels as tile by tile; a resampled read goes tile by tile, so that each tile
+    is resampled from its own window.
+    """
+    if resampling != Resampling.nearest or len(cols) == 1:
+        return [
+            read_window(
+                src,
+                info.bands,
+                grid.bounds(row, col),
+                grid.size,
+                resampling,
+                all_valid=info.all_valid,
+            )
+            for col in cols
+        ]
+    width = (len(cols) - 1) * grid.stride + grid.size
+    image, valid = read_window(
+        src,
+        info.bands,
+        _strip_bounds(grid, row, cols, 0),
+        (grid.size, width),
+        resampling,
+        all_valid=info.all_valid,
+    )
+    tiles = []
+    for k in range(len(cols)):
+        part = slice(k * grid.stride, k * grid.stride + grid.size)
+        tiles.append((np.ascontiguousarray(image[:, :, part]), valid[:, part]))
+    return tiles
 
 
 def shard_result(records: list[dict[str, Any]], summary: dict[str, Any]) -> ShardResult:
@@ -168,28 +246,31 @@ def shard_result(records: list[dict[str, Any]], summary: dict[str, Any]) -> Shar
     )
 
 
+# dtypes cv2.meanStdDev takes as they are (uint32, int8 and 64-bit integers are not)
+_CV2_DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "int32", "float32", "float64")}
+
+
 def band_moments(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-band sum and sum of squares over valid pixels, and their count.
 
-    Integer images go through a histogram (exact, and cheaper than squaring in float64).
+    cv2.meanStdDev does one pass in C per band (10x faster than numpy here); other dtypes
+    go through float64 numpy.
     """
     count = int(np.count_nonzero(valid))
-    flat = image.reshape(image.shape[0], -1)
-    mask = valid.ravel()
-    sums = np.zeros(image.shape[0])
-    sqsums = np.zeros(image.shape[0])
-    for band, values in enumerate(flat):
-        values = values if count == mask.size else values[mask]
-        if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
-            hist = np.bincount(values).astype(np.float64)
-            levels = np.arange(hist.size, dtype=np.float64)
-            sums[band] = hist @ levels
-            sqsums[band] = hist @ (levels * levels)
-        else:
-            as_float = values.astype(np.float64)
-            sums[band] = as_float.sum()
-            sqsums[band] = as_float @ as_float
-    return sums, sqsums, count
+    nb = image.shape[0]
+    sums, sqsums = np.zeros(nb), np.zeros(nb)
+    if count == 0:
+        return sums, sqsums, 0
+    if image.dtype in _CV2_DTYPES:
+        mask = None if count == valid.size else valid.view(np.uint8)
+        for band in range(nb):
+            mean, std = cv2.meanStdDev(image[band], mask=mask)
+            m, s = float(mean[0, 0]), float(std[0, 0])
+            sums[band] = m * count
+            sqsums[band] = (s * s + m * m) * count
+        return sums, sqsums, count
+    values = image[:, valid].astype(np.float64)
+    return values.sum(axis=1), np.einsum("ij,ij->i", values, values), count
 
 
 def _selected(building_fraction: float, key: str, config: TileConfig) -> bool:

@@ -14,15 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from geotiler.synthetic import SceneSpec, SceneSummary, make_scene
+from geotiler.synthetic import SAMPLE_SPEC, SceneSummary, make_scene
 
 HERE = Path(__file__).resolve().parent
 
-#: The sample scene: 1024 x 1024 px at 0.5 m (512 m square) in UTM zone 33N. The seed
-#: was picked for a representative mix: detached houses, L-shapes, terraced rows of
-#: touching houses, flats, a park, parking lots and a pool or two.
-SAMPLE_SPEC = SceneSpec(width=1024, height=1024, gsd=0.5, crs="EPSG:32633",
-                        origin_x=601000.0, origin_y=5340000.0, seed=28)
+__all__ = ["SAMPLE_SPEC", "make_sample_data"]
 
 
 def make_sample_data(out_dir: Path = HERE) -> SceneSummary:

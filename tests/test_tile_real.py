@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from geotiler.cli import main
 from geotiler.dataset import load_dataset_info
 from geotiler.io import load_footprints, open_raster_info
-from geotiler.shards import iter_tiles, list_shards
+from geotiler.shards import iter_tiles
 from geotiler.tiler import source_key
 
 from conftest import shared_scene
@@ -24,8 +24,12 @@ SCENES = {
     "kampala-a": (["DERIVED_kampala_A_z20_mosaic.tif"], "labels.geojson", ["--gsd", "0.3"]),
     "spacenet-atlanta-pan": (["sample_geotiff.tif"], "geotiff_labels.geojson", []),
     "spacenet-atlanta-rgba": (
-        ["SN4_buildings_train_AOI_6_Atlanta_nadir10_catid_1030010003993E00_PS-RGBNIR_732701_3729639_clipped.tif"],
-        "SN4_buildings_train_AOI_6_Atlanta_geojson_buildings_732701_3729639.geojson", []),
+        [
+            "SN4_buildings_train_AOI_6_Atlanta_nadir10_catid_1030010003993E00_PS-RGBNIR_732701_3729639_clipped.tif"
+        ],
+        "SN4_buildings_train_AOI_6_Atlanta_geojson_buildings_732701_3729639.geojson",
+        [],
+    ),
     "tanzania": (["DERIVED_ds1_part0_*.tif", "DERIVED_ds1_part1_*.tif"], "labels.geojson", []),
     "philippines": (["DERIVED_ds4_part0_*.tif", "DERIVED_ds4_part1_*.tif"], "labels.geojson", []),
 }
@@ -38,8 +42,21 @@ def test_real_scene_tiles_match_footprints(name, tmp_path):
     rasters = [next(iter(folder.glob(p))) for p in patterns]
     vector = folder / vector_name
     out = tmp_path / "tiles"
-    result = CliRunner().invoke(main, ["-q", "tile", *map(str, rasters), "-f", str(vector),
-                                       "-o", str(out), "--keep-empty", "1", *extra])
+    result = CliRunner().invoke(
+        main,
+        [
+            "-q",
+            "tile",
+            *map(str, rasters),
+            "-f",
+            str(vector),
+            "-o",
+            str(out),
+            "--keep-empty",
+            "1",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     info = load_dataset_info(out)
     infos = [open_raster_info(r) for r in rasters]
@@ -61,8 +78,9 @@ def test_real_scene_tiles_match_footprints(name, tmp_path):
         assert tile.crs == src.crs
         assert tile.image.shape[1:] == (info.tile_size, info.tile_size)
         truth = shapely.union_all(footprints.to_crs(src.crs))
-        bounds = shapely.box(*rasterio.transform.array_bounds(
-            info.tile_size, info.tile_size, tile.transform))
+        bounds = shapely.box(
+            *rasterio.transform.array_bounds(info.tile_size, info.tile_size, tile.transform)
+        )
         # footprint pixels agree with the footprints' area inside the valid part of the tile
         pixel_area = abs(tile.transform.a * tile.transform.e)
         inside = truth.intersection(bounds).area / pixel_area
@@ -79,11 +97,17 @@ def test_real_scene_tiles_match_footprints(name, tmp_path):
         assert np.count_nonzero(stray[2:-2, 2:-2]) == 0
     assert building_pixels > 0.8 * truth_pixels * 0.8  # nodata areas may hold footprints
     # one member read straight from the shard through GDAL's /vsitar/
-    shard = list_shards(out)[0]
-    key = next(iter_tiles(out, shards=[shard])).key
-    with rasterio.open(f"/vsitar/{shard}/{key}.image.tif") as member:
-        assert member.crs == infos[0].crs or len(infos) > 1
+    # (a tile with invalid pixels, where there is one, so that the mask is checked too)
+    tiles = list(iter_tiles(out))
+    tile = next((t for t in tiles if not t.valid.all()), tiles[0])
+    shard = out / "shards" / tile.record["shard"]
+    with rasterio.open(f"/vsitar/{shard}/{tile.key}.image.tif") as member:
+        # the member's own georeferencing and mask agree with the tile record's
+        assert member.crs == tile.crs
+        assert member.transform.almost_equals(tile.transform)
         assert member.count == len(info.bands)
+        np.testing.assert_array_equal(member.read(), tile.image)
+        np.testing.assert_array_equal(member.dataset_mask() > 0, tile.valid)
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import shapely.affinity
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,8 @@ from geotiler.config import TileConfig
 from geotiler.contours import draw_contours
 from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo, ground_gsd, read_window
-from geotiler.masks import rasterize_labels, tile_masks
+from geotiler.masks import rasterize_labels, strip_masks, tile_masks
+from geotiler.tiler import tile_strips
 from geotiler.tiling import assign_splits, make_grid
 
 from conftest import write_raster
@@ -28,16 +30,26 @@ from conftest import write_raster
 def fake_info(width: int, height: int, res: float = 0.5) -> RasterInfo:
     transform = Affine(res, 0, 1000.0, 0, -res, 2000.0)
     return RasterInfo(
-        path=__import__("pathlib").Path("x.tif"), name="x", crs=CRS.from_epsg(32633),
-        transform=transform, width=width, height=height, bands=(1,), band_names=("gray",),
-        dtype="uint8", nodata=None, gsd=(res, res),
+        path=__import__("pathlib").Path("x.tif"),
+        name="x",
+        crs=CRS.from_epsg(32633),
+        transform=transform,
+        width=width,
+        height=height,
+        bands=(1,),
+        band_names=("gray",),
+        dtype="uint8",
+        nodata=None,
+        gsd=(res, res),
     )
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    width=st.integers(1, 3000), height=st.integers(1, 3000),
-    size=st.sampled_from([16, 64, 256]), overlap_frac=st.sampled_from([0, 0.25, 0.5]),
+    width=st.integers(1, 3000),
+    height=st.integers(1, 3000),
+    size=st.sampled_from([16, 64, 256]),
+    overlap_frac=st.sampled_from([0, 0.25, 0.5]),
     scale=st.sampled_from([None, 0.5, 1.0, 2.64]),
 )
 def test_tiles_cover_the_raster_exactly_with_fewest_tiles(width, height, size, overlap_frac, scale):
@@ -92,12 +104,16 @@ def test_tile_transform_maps_tile_pixels_to_source_pixels(tmp_path_factory, row,
 
 @settings(max_examples=60, deadline=None)
 @given(
-    cx=st.floats(20, 108), cy=st.floats(20, 108), w=st.floats(6, 60), h=st.floats(6, 60),
+    cx=st.floats(20, 108),
+    cy=st.floats(20, 108),
+    w=st.floats(6, 60),
+    h=st.floats(6, 60),
     angle=st.floats(0, 90),
 )
 def test_rasterized_area_matches_polygon_area(cx, cy, w, h, angle):
-    poly = shapely.affinity.rotate(shapely.box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2),
-                                   angle, origin="centroid")
+    poly = shapely.affinity.rotate(
+        shapely.box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), angle, origin="centroid"
+    )
     transform = Affine(1, 0, 0, 0, -1, 128)
     labels = rasterize_labels(np.array([poly], dtype=object), transform, (128, 128))
     inside = poly.intersection(shapely.box(0, 0, 128, 128)).area
@@ -109,7 +125,8 @@ def test_rasterized_area_matches_polygon_area(cx, cy, w, h, angle):
 @given(
     boxes=st.lists(
         st.tuples(st.integers(5, 100), st.integers(5, 100), st.integers(4, 30), st.integers(4, 30)),
-        min_size=1, max_size=5,
+        min_size=1,
+        max_size=5,
     ),
     width=st.sampled_from([1, 2, 3, 5]),
 )
@@ -135,8 +152,7 @@ def test_contour_pixels_lie_on_footprint_boundaries(boxes, width):
 
 def test_touching_buildings_keep_a_contour_line_between_them():
     geoms = np.array([shapely.box(10, 10, 50, 40), shapely.box(50, 10, 80, 40)], dtype=object)
-    mask, count = tile_masks(geoms, Affine(1, 0, 0, 0, -1, 64), 64, contour_width=2,
-                             target="masks")
+    mask, count = tile_masks(geoms, Affine(1, 0, 0, 0, -1, 64), 64, contour_width=2, target="masks")
     assert count == 2
     row = 64 - 25
     assert mask[0, row, 20:70].min() == 255  # one merged footprint...
@@ -152,8 +168,9 @@ def test_building_cut_by_tile_edge_gets_no_outline_along_the_edge():
 
 def test_seed_rgb_target_is_white_buildings_green_outlines_blurred():
     geoms = np.array([shapely.box(16, 16, 48, 48)], dtype=object)
-    rgb, _ = tile_masks(geoms, Affine(1, 0, 0, 0, -1, 64), 64, contour_width=3,
-                        target="seed-rgb", seed_blur=3)
+    rgb, _ = tile_masks(
+        geoms, Affine(1, 0, 0, 0, -1, 64), 64, contour_width=3, target="seed-rgb", seed_blur=3
+    )
     assert rgb.shape == (3, 64, 64)
     assert tuple(rgb[:, 32, 32]) == (255, 255, 255)  # roof centre white
     assert tuple(rgb[:, 2, 2]) == (0, 0, 0)  # background black
@@ -164,8 +181,13 @@ def test_seed_rgb_target_is_white_buildings_green_outlines_blurred():
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 12), cols=st.integers(1, 12), overlap=st.sampled_from([0, 64, 128, 200]),
-       seed=st.integers(0, 5), block=st.integers(1, 4))
+@given(
+    rows=st.integers(1, 12),
+    cols=st.integers(1, 12),
+    overlap=st.sampled_from([0, 64, 128, 200]),
+    seed=st.integers(0, 5),
+    block=st.integers(1, 4),
+)
 def test_overlapping_tiles_never_fall_in_different_splits(rows, cols, overlap, seed, block):
     config = TileConfig(size=256, overlap=overlap, seed=seed, block_tiles=block)
     grid = make_grid(fake_info(cols * 200 + 60, rows * 200 + 60), config)
@@ -186,8 +208,9 @@ def test_split_is_deterministic_and_follows_fractions():
     assert (a == b).all()
     counts = {s: int((a == s).sum()) for s in ("train", "val", "test")}
     assert counts == {"train": 60, "val": 20, "test": 20}
-    (c,) = assign_splits([("a", grid)], TileConfig(size=64, block_tiles=1, split=(0.6, 0.2, 0.2),
-                                                  seed=4))
+    (c,) = assign_splits(
+        [("a", grid)], TileConfig(size=64, block_tiles=1, split=(0.6, 0.2, 0.2), seed=4)
+    )
     assert (a != c).any()
 
 
@@ -205,9 +228,17 @@ def test_ground_gsd_geographic_and_web_mercator():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"size": 8}, {"size": 64, "overlap": 64}, {"gsd": -1.0}, {"gsd": 1.0, "scale": 2.0},
-     {"split": (0.5, 0.5, 0.5)}, {"bands": (0,)}, {"contour_width": -1}, {"keep_empty": 2.0},
-     {"seed_blur": 4}],
+    [
+        {"size": 8},
+        {"size": 64, "overlap": 64},
+        {"gsd": -1.0},
+        {"gsd": 1.0, "scale": 2.0},
+        {"split": (0.5, 0.5, 0.5)},
+        {"bands": (0,)},
+        {"contour_width": -1},
+        {"keep_empty": 2.0},
+        {"seed_blur": 4},
+    ],
 )
 def test_bad_settings_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
@@ -219,3 +250,40 @@ def test_config_round_trips_through_json():
     assert TileConfig.from_dict(config.to_dict()) == config
     assert config.fingerprint() == TileConfig.from_dict(config.to_dict()).fingerprint()
     assert math.isclose(sum(config.split), 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), ntiles=st.integers(2, 5), overlap=st.sampled_from([0, 8, 20]))
+def test_strip_masks_equal_tile_by_tile_masks(seed: int, ntiles: int, overlap: int) -> None:
+    """Masks made a strip at a time are the masks made one tile at a time."""
+    rng = np.random.default_rng(seed)
+    size, stride = 48, 48 - overlap
+    width = (ntiles - 1) * stride + size
+    geoms = []
+    for _ in range(12):
+        x, y = rng.uniform(-10, width + 10), rng.uniform(-10, size + 10)
+        w, h = rng.uniform(3, 30, size=2)
+        geoms.append(shapely.affinity.rotate(shapely.box(x, y, x + w, y + h), rng.uniform(0, 90)))
+    geoms_arr = np.array(geoms, dtype=object)
+    first = Affine(1, 0, 0, 0, -1, size)
+    strip = strip_masks(geoms_arr, first, size, stride, ntiles, contour_width=3, target="masks")
+    for k, (mask, count) in enumerate(strip):
+        alone, alone_count = tile_masks(
+            geoms_arr,
+            first * Affine.translation(k * stride, 0),
+            size,
+            contour_width=3,
+            target="masks",
+        )
+        np.testing.assert_array_equal(mask, alone)
+        assert count == alone_count
+
+
+def test_tile_strips_are_runs_of_adjacent_tiles() -> None:
+    positions = [(0, 0), (0, 1), (0, 2), (0, 5), (0, 6), (1, 0), (1, 1)]
+    assert list(tile_strips(positions, max_tiles=2)) == [
+        (0, [0, 1]),
+        (0, [2]),
+        (0, [5, 6]),
+        (1, [0, 1]),
+    ]

@@ -71,6 +71,16 @@ def test_one_epoch_writes_a_model_that_predicts(tiles: Path, tmp_path: Path) -> 
     assert_one_line_error(again, 1, "exists", "--overwrite")
 
 
+def test_max_minutes_stops_after_the_epoch_that_spends_it(tiles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    result = run(str(tiles), "--out", str(out), "--epochs", "50", "--max-minutes", "0.0001",
+                 *TINY)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "model.checkpoints" / "metrics.csv").open()))
+    assert len(rows) == 1  # one epoch, not 50
+    assert load_model(out).spec.training["epochs"] == 1
+
+
 def test_unet_on_seed_rgb_target(tmp_path: Path) -> None:
     tiles = make_tile_dataset(tmp_path / "tiles", splits={"train": 8, "val": 4}, size=32,
                               target="seed-rgb")

@@ -17,7 +17,8 @@ from rasterio.crs import CRS
 
 from geotiler.config import TileConfig
 from geotiler.dataset import DATASET_FILE, DatasetInfo
-from geotiler.shards import SHARD_DIR, ShardWriter, encode_geotiff
+from geotiler.geotiff import GeoTiffEncoder
+from geotiler.shards import SHARD_DIR, ShardWriter
 
 CRS_UTM = CRS.from_epsg(32636)
 
@@ -75,6 +76,7 @@ def make_tile_dataset(
     npx = 0
     counts: dict[str, int] = {}
     serial = 0
+    encoder = GeoTiffEncoder(CRS_UTM)
     for split, n in splits.items():
         counts[split] = n
         for shard_no, start in enumerate(range(0, n, shard_size)):
@@ -90,15 +92,17 @@ def make_tile_dataset(
                         "split": split,
                         "building_count": buildings,
                         "building_fraction": float((mask[0] > 0).mean()),
+                        "transform": list(transform)[:6],
+                        "crs": CRS_UTM.to_string(),
                     }
-                    image_bytes = encode_geotiff(image, transform, CRS_UTM, valid=valid)
+                    image_bytes = encoder.encode(image, transform, valid)
                     if split == "train" and i < corrupt:
                         image_bytes = b"not a tiff" + image_bytes[:100]
                     writer.add(
                         key,
                         {
                             "image.tif": image_bytes,
-                            "mask.tif": encode_geotiff(mask, transform, CRS_UTM),
+                            "mask.tif": encoder.encode(mask, transform),
                         },
                         record,
                     )

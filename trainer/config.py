@@ -144,6 +144,8 @@ class TrainConfig:
         jitter: strength of the colour jitter (brightness shift and contrast factor, in
             units of the band's standard deviation).
         max_steps: cap on training steps per epoch (``None``: the whole split).
+        max_minutes: wall-clock budget: no new epoch starts once it is spent (``None``: no
+            limit). The learning-rate schedule still follows ``epochs``.
         boundary_tolerance: tolerance in pixels of the boundary F-score.
         shuffle_buffer: tiles each data reader shuffles among (besides shard order).
         threshold: probability above which a pixel counts as building in the metrics.
@@ -167,6 +169,7 @@ class TrainConfig:
     augment: bool = True
     jitter: float = 0.1
     max_steps: int | None = None
+    max_minutes: float | None = None
     boundary_tolerance: int = 2
     shuffle_buffer: int = 128
     threshold: float = 0.5
@@ -184,6 +187,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.beta1 < 1:

@@ -208,6 +208,17 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, DistributedDataParallel) else net
 
 
+def _budget_spent(config: TrainConfig, start_time: float, ctx: Dist) -> bool:
+    """Whether ``--max-minutes`` is used up; every rank takes rank 0's answer."""
+    if config.max_minutes is None:
+        return False
+    spent = time.perf_counter() - start_time >= 60 * config.max_minutes
+    flag = torch.tensor([int(spent)], dtype=torch.int64, device=ctx.device)
+    if ctx.distributed:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def lr_factor(epochs: int, decay: bool) -> Callable[[int], float]:
     """pix2pix's schedule: constant for the first half of the epochs, then linear to ~0."""
     constant = epochs - epochs // 2
@@ -643,6 +654,7 @@ def _train(
     skipped = 0
     run_images = 0
     run_seconds = 0.0
+    epochs_done = start_epoch
     last_val: dict[str, float] = {}
     last_loss: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs):
@@ -753,16 +765,21 @@ def _train(
             save_checkpoint(ckpt_dir / CHECKPOINT_NAME, state)
         if ctx.distributed:
             dist.barrier()
+        epochs_done = epoch + 1
+        if _budget_spent(config, start_time, ctx) and epochs_done < config.epochs:
+            if ctx.is_main:
+                log.info("--max-minutes %.1f spent after epoch %d of %d: stopping",
+                         config.max_minutes, epochs_done, config.epochs)
+            break
 
     if writer is not None:
         writer.close()
     if skipped and ctx.is_main:
         log.warning("%d corrupt tile(s) were skipped in each epoch (see the warnings above)",
                     skipped)
-    epochs_done = max(start_epoch, config.epochs)
     return TrainSummary(
         out_path=out_path, checkpoint_dir=ckpt_dir, metrics_path=metrics_path,
-        epochs=epochs_done, epochs_run=max(0, config.epochs - start_epoch),
+        epochs=epochs_done, epochs_run=max(0, epochs_done - start_epoch),
         best_epoch=best_epoch, best_val_iou=best_iou, val=last_val, train_loss=last_loss,
         images=run_images, seconds=time.perf_counter() - start_time,
         images_per_second=run_images / run_seconds if run_seconds else 0.0,

@@ -1,0 +1,52 @@
+"""`geotiler demo` runs the whole chain on the sample scene and says where everything is."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geotiler.cli import main
+
+
+@pytest.mark.slow
+def test_demo_writes_every_output_and_a_summary(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["-q", "demo", "--out", str(out), "--minutes", "0.05"])
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((out / "demo.json").read_text())
+    for key in ("tiles", "model", "buildings", "probabilities", "mask", "metrics", "quicklook"):
+        assert report[key] in result.output  # the user is told where each output is
+    assert report["epochs"] >= 1 and report["tile_count"] > 0
+    assert "demo done" in result.output.splitlines()[-1]
+    png = (out / "quicklook.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    with rasterio.open(report["mask"]) as src, rasterio.open(report["raster"]) as scene:
+        assert src.crs == scene.crs
+    assert gpd.read_file(report["buildings"], layer="buildings").crs is not None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "buildings" in metrics
+
+    # a second run refuses to clobber the first one...
+    again = CliRunner().invoke(main, ["demo", "--out", str(out), "--minutes", "0.05"])
+    assert again.exit_code != 0
+    assert "--overwrite" in again.stderr and "Traceback" not in again.output + again.stderr
+
+
+def test_demo_never_deletes_a_folder_that_is_not_a_demo(tmp_path):
+    keep = tmp_path / "thesis"
+    keep.mkdir()
+    (keep / "chapter1.tex").write_text("precious")
+    result = CliRunner().invoke(main, ["demo", "--out", str(keep), "--overwrite"])
+    assert result.exit_code != 0
+    assert "not a geotiler demo" in result.stderr
+    assert (keep / "chapter1.tex").read_text() == "precious"
+
+
+def test_demo_needs_raster_and_footprints_together(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--raster", "x.tif"])
+    assert result.exit_code == 2
+    assert "--footprints" in result.stderr
