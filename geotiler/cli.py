@@ -345,6 +345,9 @@ _PREDICT = PredictConfig()
               show_default=True, help="Where the model runs ('auto': CUDA when available).")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
+@click.option("--compress", type=click.Choice(["zstd", "deflate"]), default=_PREDICT.compress,
+              show_default=True,
+              help="Compression of the output GeoTIFFs (deflate for GDAL older than 2.3).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar.")

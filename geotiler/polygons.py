@@ -158,16 +158,21 @@ def label_buildings(footprint: np.ndarray, contour: np.ndarray | None, threshold
     seeds = fg & ~foreground(contour, threshold)
     n, labels = _components(np.ascontiguousarray(seeds))
     if n:
-        # Manhattan steps: a seed's corner is 2 x grow away from the outline's corner.
+        # Seeds grow into the outline band one cross-shaped step at a time (the larger id
+        # wins a tie). Manhattan steps: a seed's corner is 2 x grow away from the
+        # outline's corner. uint16 when the ids fit: cv2.dilate has no int32.
+        grid = labels.astype(np.uint16 if n < 65535 else np.float32)
+        free = fg & (labels == 0)
         for _ in range(2 * grow + 2):
-            todo = fg & (labels == 0)
-            if not todo.any():
+            if not free.any():
                 break
-            grown = cv2.dilate(labels.astype(np.float32), _CROSS)
-            take = todo & (grown > 0)
+            grown = cv2.dilate(grid, _CROSS)
+            take = free & (grown > 0)
             if not take.any():
                 break
-            labels[take] = grown[take].astype(np.int32)
+            np.copyto(grid, grown, where=take)
+            free &= ~take
+        labels = grid.astype(np.int32)
     rest = fg & (labels == 0)
     if rest.any():
         m, extra = _components(np.ascontiguousarray(rest))

@@ -22,7 +22,7 @@ Steps (memory bounded by a block, never by the raster)
        (uint8) and a mask, and writes the block to a temporary file.
     4. :func:`polygonize_job_block` reads a block with a halo back from those files,
        keeps the buildings it owns (:mod:`geotiler.polygons`) and saves them beside.
-    5. :func:`finish` writes the cloud-optimized GeoTIFFs (tiled 512 px, deflate,
+    5. :func:`finish` writes the cloud-optimized GeoTIFFs (tiled 512 px, zstd or deflate,
        overviews) from the block files and ``buildings.gpkg`` (layer ``buildings``) from
        the saved polygons, block after block, then renames every output into place at
        once. :func:`abort` removes the temporaries. Neither the pixels nor the polygons
@@ -94,8 +94,13 @@ MASK_NODATA = 255
 # GDAL's block cache while the GeoTIFFs are written (default: 5 % of RAM, which the COG
 # driver fills: 1.3 GB peak on 16384² vs 0.4 GB with 256 MiB, at the same speed).
 GDAL_CACHE_BYTES = 256 * 2**20
-COG_OPTIONS = {"COMPRESS": "DEFLATE", "LEVEL": 3, "BLOCKSIZE": 512, "OVERVIEWS": "AUTO",
-               "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS"}
+COG_OPTIONS = {"BLOCKSIZE": 512, "OVERVIEWS": "AUTO", "BIGTIFF": "IF_SAFER",
+               "NUM_THREADS": "ALL_CPUS", "PREDICTOR": "YES"}
+# Measured on a 4096² two-channel probability map: zstd 1 + predictor 0.27 s (27.5 MB),
+# deflate 1 + predictor 0.53 s (27.0 MB); the former default, deflate 3 without
+# predictor, 0.68 s (32.1 MB).
+COG_COMPRESSION = {"zstd": {"COMPRESS": "ZSTD", "LEVEL": 1},
+                   "deflate": {"COMPRESS": "DEFLATE", "LEVEL": 1}}
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class PredictConfig:
         regularize: square the corners of rectangular-enough polygons.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
+        compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
+            recent QGIS) or ``deflate`` (for older readers).
         overwrite: replace existing outputs.
     """
 
@@ -131,6 +138,7 @@ class PredictConfig:
     regularize: bool = False
     device: Device = "auto"
     probabilities: bool = True
+    compress: Literal["zstd", "deflate"] = "zstd"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -152,6 +160,9 @@ class PredictConfig:
             raise ConfigError(f"--min-area must be >= 0 m², got {self.min_area}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {DEVICES}, got {self.device!r}")
+        if self.compress not in COG_COMPRESSION:
+            raise ConfigError(f"--compress must be one of {tuple(COG_COMPRESSION)}, "
+                              f"got {self.compress!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -678,7 +689,8 @@ def write_geotiffs(job: PredictJob) -> dict[Path, Path]:
         tmp = _staging(final)
         staged[tmp] = final
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes: rasterio passes ints on
-            rasterio.shutil.copy(vrt, tmp, driver="COG", RESAMPLING=resampling, **COG_OPTIONS)
+            rasterio.shutil.copy(vrt, tmp, driver="COG", RESAMPLING=resampling, **COG_OPTIONS,
+                                 **COG_COMPRESSION[job.config.compress])
     return staged
 
 

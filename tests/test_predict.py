@@ -288,7 +288,7 @@ def test_cli_end_to_end_with_a_model_file(tmp_path, model_file):
         with rasterio.open(tmp_path / "rasters" / name) as src:
             assert src.crs.to_epsg() == 32633 and src.count == count
             assert src.profile["tiled"] and src.block_shapes[0] == (512, 512)
-            assert src.compression.name == "deflate"
+            assert src.compression.name == "zstd"
             assert src.overviews(1), "overviews are present"
             with rasterio.open(raster) as full:
                 assert src.transform == full.transform
