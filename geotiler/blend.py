@@ -324,7 +324,8 @@ def normalize(total: np.ndarray) -> np.ndarray:
 def to_uint8(probs: np.ndarray) -> np.ndarray:
     """Probabilities in [0, 1] -> 0..255, rounded to nearest (one pass in OpenCV)."""
     flat = np.ascontiguousarray(probs, dtype=np.float32).reshape(-1, probs.shape[-1])
-    return cv2.multiply(flat, 255.0, dtype=cv2.CV_8U).reshape(probs.shape)
+    scaled: np.ndarray = cv2.multiply(flat, 255.0, dtype=cv2.CV_8U)  # type: ignore[call-overload]
+    return scaled.reshape(probs.shape)
 
 
 def sums_to_uint8(total: np.ndarray) -> np.ndarray:

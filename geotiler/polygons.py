@@ -34,6 +34,7 @@ import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
+from numpy.typing import NDArray
 
 from geotiler.blend import Rect, plan_blocks, threshold_uint8
 
@@ -161,7 +162,8 @@ def label_buildings(footprint: np.ndarray, contour: np.ndarray | None, threshold
         # Seeds grow into the outline band one cross-shaped step at a time (the larger id
         # wins a tie). Manhattan steps: a seed's corner is 2 x grow away from the
         # outline's corner. uint16 when the ids fit: cv2.dilate has no int32.
-        grid = labels.astype(np.uint16 if n < 65535 else np.float32)
+        grid: NDArray[np.uint16] | NDArray[np.float32] = (
+            labels.astype(np.uint16) if n < 65535 else labels.astype(np.float32))
         free = fg & (labels == 0)
         for _ in range(2 * grow + 2):
             if not free.any():
