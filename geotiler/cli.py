@@ -333,6 +333,9 @@ _PREDICT = PredictConfig()
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=_PREDICT.threshold, show_default=True,
               help="Probability at or above which a pixel is building.")
+@click.option("--otsu", is_flag=True, default=_PREDICT.otsu,
+              help="Pick the building threshold by Otsu's method over the whole raster "
+              "(the seed method's rule) instead of --threshold.")
 @click.option("--window", type=click.Choice(WINDOW_KINDS), default=_PREDICT.window,
               show_default=True, help="Blending window of overlapping predictions.")
 @click.option("--simplify", type=click.FloatRange(min=0), default=_PREDICT.simplify,
@@ -379,7 +382,9 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     click.echo(
         f"{report.buildings} buildings ({report.building_fraction:.1%} of the valid area) "
         f"from {report.windows_run} windows on a {report.grid[0]} x {report.grid[1]} px grid "
-        f"at {report.gsd:g} m in {report.seconds:.1f}s; wrote {', '.join(report.outputs)}"
+        f"at {report.gsd:g} m in {report.seconds:.1f}s"
+        + (f" (Otsu threshold {report.threshold:.3f})" if config.otsu else "")
+        + f"; wrote {', '.join(report.outputs)}"
     )
 
 

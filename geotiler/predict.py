@@ -116,6 +116,9 @@ class PredictConfig:
         halo: pixels read around a block when polygonizing; buildings larger than this
             (in model pixels) may be cut at block borders.
         threshold: probability at or above which a pixel is building (and contour).
+        otsu: choose the footprint threshold by Otsu's method from the histogram of the
+            whole raster's footprint probabilities (the seed method's rule) instead of
+            ``threshold``; the mask and polygons are then made after all inference.
         window: blending window, ``hann`` or ``linear`` ramp.
         simplify: Douglas-Peucker tolerance in metres (0 keeps the pixel outline).
         min_area: polygons smaller than this (m²) are dropped.
@@ -132,6 +135,7 @@ class PredictConfig:
     block: int = 2048
     halo: int = 256
     threshold: float = 0.5
+    otsu: bool = False
     window: WindowKind = "hann"
     simplify: float = 0.5
     min_area: float = 4.0
@@ -283,6 +287,50 @@ class BlockStats:
     windows_run: int
     building_pixels: int
     valid_pixels: int
+    histogram: np.ndarray  # (256,) counts of the footprint's uint8 levels over valid pixels
+
+
+def otsu_threshold(histogram: np.ndarray) -> float:
+    """Otsu's threshold of a 256-level histogram, as a probability for ``>= threshold``.
+
+    The level k maximising the between-class variance splits ``<= k`` from ``> k``; the
+    returned value is the smallest probability stored as level k + 1.
+    """
+    hist = np.asarray(histogram, dtype=np.float64)
+    total = hist.sum()
+    if total <= 0:
+        return 0.5
+    levels = np.arange(hist.size, dtype=np.float64)
+    weight0 = np.cumsum(hist)
+    weight1 = total - weight0
+    cum_mean = np.cumsum(hist * levels)
+    mean0 = np.divide(cum_mean, weight0, out=np.zeros_like(cum_mean), where=weight0 > 0)
+    mean1 = np.divide(cum_mean[-1] - cum_mean, weight1, out=np.zeros_like(cum_mean),
+                      where=weight1 > 0)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    level = int(np.argmax(between[:-1]))
+    return min(max((level + 1) / 255.0, 1e-6), 1 - 1e-6)
+
+
+def with_threshold(job: PredictJob, threshold: float) -> PredictJob:
+    """The same job with another footprint threshold (after an Otsu pass)."""
+    return dataclasses.replace(job, config=dataclasses.replace(job.config, threshold=threshold))
+
+
+def settle_threshold(job: PredictJob, stats: Sequence[BlockStats]) -> tuple[PredictJob, float]:
+    """The job to polygonize with: Otsu's threshold over all blocks when asked for."""
+    if not job.config.otsu:
+        return job, job.config.threshold
+    threshold = otsu_threshold(np.sum([s.histogram for s in stats], axis=0))
+    log.info("Otsu threshold of the footprint probabilities: %.3f", threshold)
+    return with_threshold(job, threshold), threshold
+
+
+def recount(stats: Sequence[BlockStats], threshold: float) -> list[BlockStats]:
+    """Block stats with building pixels counted at ``threshold`` (from the histograms)."""
+    level = threshold_uint8(threshold)
+    return [dataclasses.replace(s, building_pixels=int(s.histogram[level:].sum()))
+            for s in stats]
 
 
 @dataclass
@@ -332,6 +380,7 @@ class PredictReport:
     buildings: int
     building_fraction: float
     seconds: float
+    threshold: float = 0.5  # the footprint threshold used (Otsu's with --otsu)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -566,7 +615,8 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
         with rasterio.open(tmp, "w", count=data.shape[0], **profile) as dst:
             dst.write(data)
         os.replace(tmp, final)
-    return BlockStats(index, windows_run, int((mask == 1).sum()), int(valid.sum()))
+    histogram = np.bincount(footprint[valid].ravel(), minlength=256)
+    return BlockStats(index, windows_run, int((mask == 1).sum()), int(valid.sum()), histogram)
 
 
 def polygon_options(job: PredictJob, rect: Rect) -> tuple[PolygonOptions, float]:
@@ -591,10 +641,29 @@ def polygon_options(job: PredictJob, rect: Rect) -> tuple[PolygonOptions, float]
 
 def polygonize_job_block(job: PredictJob, index: tuple[int, int]) -> int:
     """Save the buildings owned by one block (:func:`block_polygons`) in the work
-    directory, for :func:`finish`; returns how many."""
+    directory, for :func:`finish`; returns how many. With ``--otsu`` the block's mask
+    file is first rewritten at the job's (settled) threshold."""
+    if job.config.otsu:
+        rewrite_mask_block(job, index)
     found = block_polygons(job, index)
     found.save(job.block_file("poly", index).with_suffix(".npz"))
     return len(found)
+
+
+def rewrite_mask_block(job: PredictJob, index: tuple[int, int]) -> None:
+    """Re-threshold one block's mask file from its probability file (nodata kept)."""
+    import rasterio
+
+    from geotiler.polygons import building_channels
+
+    core = job.plan.core(*index)
+    footprint, _ = building_channels(read_blocks(job, "prob", core), job.model.channels)
+    path = job.block_file("mask", index)
+    with rasterio.open(path, "r+") as dst:
+        old = dst.read(1)
+        mask = (footprint >= threshold_uint8(job.config.threshold)).astype(np.uint8)
+        mask[old == MASK_NODATA] = MASK_NODATA
+        dst.write(mask, 1)
 
 
 def block_polygons(job: PredictJob, index: tuple[int, int]) -> MapPolygons:
@@ -753,6 +822,7 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
         buildings=buildings,
         building_fraction=(sum(s.building_pixels for s in stats) / valid) if valid else 0.0,
         seconds=time.perf_counter() - started,
+        threshold=job.config.threshold,
         timings=timings,
     )
 
@@ -798,10 +868,12 @@ def predict(raster: Path | str, predictor: Predictor, model: ModelInfo, out: Pat
                     on_block()
             previous = current
         t1 = time.perf_counter()
+        job, threshold = settle_threshold(job, stats)
         for index in job.plan.indexes:
             polygonize_job_block(job, index)
         t2 = time.perf_counter()
-        return finish(job, stats, started, {"infer": t1 - t0, "polygonize": t2 - t1})
+        return finish(job, recount(stats, threshold), started,
+                      {"infer": t1 - t0, "polygonize": t2 - t1})
     except BaseException:
         abort(job)
         raise

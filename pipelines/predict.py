@@ -45,6 +45,8 @@ from geotiler.predict import (
     infer_block,
     polygonize_job_block,
     prepare,
+    recount,
+    settle_threshold,
 )
 
 if TYPE_CHECKING:
@@ -118,6 +120,10 @@ def _polygonize(job: PredictJob, index: tuple[int, int], after: list[BlockStats]
     return polygonize_job_block(job, index)
 
 
+def _settled(job: PredictJob, stats: list[BlockStats]) -> PredictJob:
+    return settle_threshold(job, stats)[0]
+
+
 def build_graph(job: PredictJob, source: ModelSource, device: str = "cpu"
                 ) -> tuple[list[Any], list[Any]]:
     """Delayed block stats and block polygons of a prepared job."""
@@ -136,9 +142,14 @@ def build_graph(job: PredictJob, source: ModelSource, device: str = "cpu"
             job_d, (i, j), own[0], own[1], own[2], own[6], own[7], left, up, upleft,
             dask_key_name=f"finalize-{i}-{j}")
     reach = job.polygon_reach
+    # --otsu: one small task sees every block's histogram and settles the threshold, so
+    # masks and polygons wait for the whole inference (its outputs are on disk by then).
+    poly_job = (dask.delayed(_settled, pure=True)(job_d, list(stats.values()),
+                                                  dask_key_name="otsu-threshold")
+                if job.config.otsu else job_d)
     polygons = [
         dask.delayed(_polygonize, pure=True)(
-            job_d, (i, j), [stats[n] for n in job.plan.neighbours(i, j, reach)],
+            poly_job, (i, j), [stats[n] for n in job.plan.neighbours(i, j, reach)],
             dask_key_name=f"polygonize-{i}-{j}")
         for i, j in job.plan.indexes
     ]
@@ -175,6 +186,9 @@ def run_job(job: PredictJob, source: ModelSource, device: str = "cpu", *,
         computed_stats = _compute(stats, polygons, client, workers, progress)
         timings = {"compute": time.perf_counter() - t0}
         _trim_heap()
+        if job.config.otsu:
+            job, threshold = settle_threshold(job, computed_stats)
+            computed_stats = recount(computed_stats, threshold)
         return finish(job, computed_stats, started, timings)
     except BaseException:
         abort(job)

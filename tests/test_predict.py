@@ -366,3 +366,37 @@ def test_distributed_client_loads_the_model_per_worker(tmp_path, model_file):
     assert report.windows_run == report.windows
     assert (tmp_path / "b.gpkg").exists() and (tmp_path / "b_mask.tif").exists()
     _ = shapely  # imported for the fixtures' geometry helpers
+
+
+def test_otsu_threshold_matches_opencv():
+    import cv2
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(60, 15, 5000), rng.normal(190, 20, 2000)])
+    image = np.clip(values, 0, 255).astype(np.uint8).reshape(1, -1)
+    level, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold = gp.otsu_threshold(np.bincount(image.ravel(), minlength=256))
+    assert gp.threshold_uint8(threshold) == int(level) + 1  # cv2 keeps > level
+    assert gp.otsu_threshold(np.zeros(256)) == 0.5  # nothing valid: the default
+
+
+def test_otsu_picks_the_threshold_over_the_whole_raster(tmp_path):
+    """A threshold far too high finds nothing; --otsu finds the bright boxes regardless,
+    the same with the serial and the Dask path."""
+    from pipelines.predict import run_job
+
+    raster, boxes = boxes_raster(tmp_path / "a.tif")
+    fixed = predict(raster, Brightness(), MODEL, tmp_path / "f.gpkg", config(threshold=0.97))
+    assert fixed.buildings == 0
+    serial = predict(raster, Brightness(), MODEL, tmp_path / "s.gpkg",
+                     config(threshold=0.97, otsu=True))
+    assert 90 / 255 <= serial.threshold < 230 / 255  # above the noise, below the roofs
+    assert serial.buildings == len(boxes)
+    job = gp.prepare(raster, MODEL, tmp_path / "d.gpkg", config(threshold=0.97, otsu=True))
+    dask_report = run_job(job, Brightness(), workers=2)
+    assert dask_report.threshold == serial.threshold
+    assert dask_report.buildings == serial.buildings
+    assert dask_report.building_fraction == pytest.approx(serial.building_fraction)
+    with rasterio.open(tmp_path / "s_mask.tif") as a, rasterio.open(tmp_path / "d_mask.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+        assert (a.read(1) == 1).sum() > 0
