@@ -234,7 +234,8 @@ def _preset_help() -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per step and process. Default: the preset's.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_TRAIN.lr,
-              show_default=True, help="Adam learning rate (generator and discriminator).")
+              help="Adam learning rate (generator and discriminator). Default: 1e-3 for the "
+              "U-Net, 2e-4 (the paper's) for pix2pix.")
 @click.option("--ngf", type=click.IntRange(min=1), default=None,
               help="Generator filters in its first level (doubling per level up to 8x). "
               "Default: the preset's.")
@@ -248,8 +249,9 @@ def _preset_help() -> str:
 @click.option("--augment/--no-augment", default=_TRAIN.augment, show_default=True,
               help="Random flips, 90-degree rotations and mild colour jitter of training tiles.")
 @click.option("--workers", type=click.IntRange(min=0), default=_TRAIN.workers,
-              show_default=True,
-              help="Data loading processes per training process (0: load in-process).")
+              help="Data loading processes per training process (0: load in-process). "
+              "Default: 0 on CPU (loader processes would compete with torch for the cores), "
+              "up to 4 with CUDA.")
 @click.option("--seed", type=int, default=_TRAIN.seed, show_default=True,
               help="Seed of weights, data order and augmentation (CPU runs repeat exactly).")
 @click.option("--device", type=click.Choice(DEVICES), default=_TRAIN.device, show_default=True,

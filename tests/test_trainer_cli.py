@@ -24,6 +24,7 @@ torch.set_num_threads(1)
 
 TINY = ["--ngf", "4", "--ndf", "4", "--num-downs", "3", "--workers", "0", "--device", "cpu",
         "--batch-size", "4"]
+PIX2PIX = ["--arch", "pix2pix"]
 
 
 def run(*args: str) -> Result:
@@ -47,7 +48,7 @@ def tiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_one_epoch_writes_a_model_that_predicts(tiles: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
-    result = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY)
+    result = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY, *PIX2PIX)
     assert result.exit_code == 0, result.output
     assert "best val IoU" in result.stdout and str(out) in result.stdout
     model = load_model(out)
@@ -67,7 +68,7 @@ def test_one_epoch_writes_a_model_that_predicts(tiles: Path, tmp_path: Path) -> 
     resolved = json.loads((ckpt / "train_config.json").read_text())
     assert resolved["model"]["ngf"] == 4 and resolved["config"]["batch_size"] == 4
     # a second run refuses to clobber the first
-    again = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY)
+    again = run(str(tiles), "--out", str(out), "--epochs", "1", *TINY, *PIX2PIX)
     assert_one_line_error(again, 1, "exists", "--overwrite")
 
 
@@ -98,7 +99,7 @@ def _weights(path: Path) -> dict[str, Any]:
 
 
 def test_resume_equals_an_uninterrupted_run(tiles: Path, tmp_path: Path) -> None:
-    opts = [*TINY, "--seed", "7", "--max-steps", "2"]
+    opts = [*TINY, *PIX2PIX, "--seed", "7", "--max-steps", "2"]
     full = run(str(tiles), "--out", str(tmp_path / "a.pt"), "--epochs", "3", *opts)
     assert full.exit_code == 0, full.output
     first = run(str(tiles), "--out", str(tmp_path / "b.pt"), "--epochs", "1", *opts)
@@ -124,7 +125,7 @@ def test_resume_equals_an_uninterrupted_run(tiles: Path, tmp_path: Path) -> None
 def test_resume_refuses_a_different_network(tiles: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     assert run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
-               *TINY).exit_code == 0
+               *TINY, *PIX2PIX).exit_code == 0
     ckpt = tmp_path / "m.checkpoints" / "last.pt"
     result = run(str(tiles), "--out", str(out), "--epochs", "2", "--resume", str(ckpt),
                  "--arch", "unet", *TINY)
@@ -183,7 +184,7 @@ def test_ddp_two_processes_write_one_model(tiles: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "geotiler", "-q", "train", str(tiles), "--out", str(out), "--epochs", "2",
-           *TINY]
+           *TINY, *PIX2PIX]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("trained pix2pix") == 1  # rank 0 reports, rank 1 stays quiet

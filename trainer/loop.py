@@ -237,11 +237,11 @@ def build_models(model_config: ModelConfig, config: TrainConfig, ctx: Dist) -> M
     factor = lr_factor(config.epochs, config.lr_decay)
     betas = (config.beta1, 0.999)
     g: nn.Module = build_generator(model_config).to(ctx.device)
-    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=betas)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.effective_lr, betas=betas)
     models = Models(g, opt_g, torch.optim.lr_scheduler.LambdaLR(opt_g, factor))
     if model_config.arch == "pix2pix":
         d: nn.Module = build_discriminator(model_config).to(ctx.device)
-        models.opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=betas)
+        models.opt_d = torch.optim.Adam(d.parameters(), lr=config.effective_lr, betas=betas)
         models.sched_d = torch.optim.lr_scheduler.LambdaLR(models.opt_d, factor)
         models.discriminator = d
     if ctx.distributed:
@@ -574,8 +574,9 @@ def _train(
         log.warning("%s has no val tiles: training without validation; the model file will "
                     "hold the last epoch's weights", tiles_dir)
     pin = ctx.device.type == "cuda"
-    train_loader = make_loader(train_set, batch_size, config.workers, pin_memory=pin)
-    val_loader = make_loader(val_set, batch_size, min(config.workers, 1), pin_memory=pin)
+    workers = config.loader_workers(ctx.device.type)
+    train_loader = make_loader(train_set, batch_size, workers, pin_memory=pin)
+    val_loader = make_loader(val_set, batch_size, min(workers, 1), pin_memory=pin)
 
     seed_everything(config.seed)
     models = build_models(model_config, config, ctx)
@@ -601,9 +602,9 @@ def _train(
         factor = lr_factor(config.epochs, config.lr_decay)
         for sched in models.schedulers():  # the schedule of this run's --epochs and --lr
             sched.lr_lambdas = [factor] * len(sched.optimizer.param_groups)
-            sched.base_lrs = [config.lr] * len(sched.optimizer.param_groups)
+            sched.base_lrs = [config.effective_lr] * len(sched.optimizer.param_groups)
             for group in sched.optimizer.param_groups:
-                group["lr"] = config.lr * factor(sched.last_epoch)
+                group["lr"] = config.effective_lr * factor(sched.last_epoch)
             sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
         start_epoch = resumed_from = int(state["epoch"])
         best_iou = state.get("best_iou")
@@ -648,7 +649,7 @@ def _train(
     amp_note = ctx.device.type == "cuda" and config.amp
     if amp_note and ctx.is_main and not torch.cuda.is_bf16_supported():
         log.info("this GPU has no bfloat16: training in float32")
-    expected_steps = math.ceil(train_set.tiles_of_rank(config.workers) / batch_size)
+    expected_steps = math.ceil(train_set.tiles_of_rank(workers) / batch_size)
     if config.max_steps:
         expected_steps = min(expected_steps, config.max_steps)
     skipped = 0
@@ -695,7 +696,7 @@ def _train(
         loss_vec = _all_reduce(loss_vec, ctx) / max(int(totals[0]), 1)
         last_loss = {k: float(v) for k, v in zip(loss_keys, loss_vec, strict=True)}
         capped = ctx.distributed or (config.max_steps is not None and steps >= config.max_steps)
-        train_skipped = 0 if capped else max(0, train_set.tiles_of_rank(config.workers) - seen)
+        train_skipped = 0 if capped else max(0, train_set.tiles_of_rank(workers) - seen)
 
         val_scores: dict[str, float] = {}
         val_skipped = 0
@@ -727,7 +728,7 @@ def _train(
                     "arch": model_config.arch, "preset": config.preset, "epochs": epoch + 1,
                     "best_epoch": best_epoch, "best_val_iou": best_iou, "val": val_scores,
                     "train_loss": last_loss, "images": images_total,
-                    "batch_size": batch_size, "lr": config.lr, "seed": config.seed,
+                    "batch_size": batch_size, "lr": config.effective_lr, "seed": config.seed,
                     "world_size": ctx.world_size, "device": str(ctx.device),
                     "tiles": str(tiles_dir),
                     "seconds": round(time.perf_counter() - start_time, 1),
