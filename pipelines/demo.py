@@ -53,7 +53,7 @@ class DemoConfig:
     raster: Path | None = None
     footprints: Path | None = None
     minutes: float = 3.0
-    epochs: int = 40
+    epochs: int = 150
     size: int = 256
     overlap: int = 128
     arch: Arch = "unet"

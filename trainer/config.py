@@ -135,7 +135,9 @@ class TrainConfig:
     Attributes:
         arch: see :class:`ModelConfig`.
         preset: ``small`` (fast on CPU) or ``full`` (the paper's networks).
-        epochs: passes over the training tiles.
+        epochs: passes over the training tiles. 100: on the Massachusetts scene (49 tiles
+            of 128 px) the U-Net's val IoU was 0.534 after 100 epochs (2.5 min on 2 cores)
+            and 0.546 after 200.
         batch_size: tiles per step and process (``None``: the preset's).
         lr: Adam learning rate (generator and discriminator alike); ``None``: the
             architecture's default in :data:`DEFAULT_LR`.
@@ -163,7 +165,7 @@ class TrainConfig:
 
     arch: Arch = "unet"
     preset: Preset = "small"
-    epochs: int = 10
+    epochs: int = 100
     batch_size: int | None = None
     lr: float | None = None
     beta1: float = 0.5
