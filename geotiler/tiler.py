@@ -1,8 +1,11 @@
-"""Cut one shard: read each tile's window, rasterize its masks, select, encode, write.
+"""Cut one shard: read the tiles' windows, rasterize their masks, select, encode, write.
 
 :func:`write_shard` is the unit of parallel work (one Dask task per shard). It is a plain
 function of its arguments: it opens the raster once, touches only its own windows and its
 own output file, and returns the tile records plus per-band sums for normalization.
+Horizontally adjacent tiles are handled as strips of up to :data:`STRIP_TILES`: one read
+(when no resampling is needed) and one rasterization per strip, sliced into tiles that are
+identical to those made one at a time.
 """
 
 from __future__ import annotations
