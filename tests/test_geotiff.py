@@ -19,11 +19,14 @@ CUSTOM_TM = (
     'PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],'
     'PARAMETER["false_northing",0],UNIT["metre",1]]'
 )
-CRSS = [CRS.from_epsg(32633), CRS.from_epsg(4326), CRS.from_epsg(3857), CRS.from_wkt(CUSTOM_TM)]
+# Mollweide has no GeoTIFF projection code: GDAL stores it as an ESRI PE string, which the
+# copied GeoAsciiParams carry too.
+CRSS = [CRS.from_epsg(32633), CRS.from_epsg(4326), CRS.from_epsg(3857), CRS.from_wkt(CUSTOM_TM),
+        CRS.from_user_input("ESRI:54009")]
 KINDS = [(np.uint8, 3, None), (np.uint16, 4, 0), (np.float32, 1, -9999.5)]
 
 
-@pytest.mark.parametrize("crs", CRSS, ids=["utm", "wgs84", "webmercator", "custom-tm"])
+@pytest.mark.parametrize("crs", CRSS, ids=["utm", "wgs84", "webmercator", "custom-tm", "mollweide"])
 @pytest.mark.parametrize("compress", COMPRESSIONS)
 def test_gdal_reads_georeferencing_pixels_and_mask(crs: CRS, compress: str) -> None:
     transform = Affine(0.5, 0, 500000.25, 0, -0.5, 4000000.75)
