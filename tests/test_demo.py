@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import geopandas as gpd
@@ -9,7 +10,10 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+import pipelines.demo as demo
 from geotiler.cli import main
+
+from conftest import SAMPLE_FOOTPRINTS, SAMPLE_RASTER
 
 
 @pytest.mark.slow
@@ -50,3 +54,15 @@ def test_demo_needs_raster_and_footprints_together(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--raster", "x.tif"])
     assert result.exit_code == 2
     assert "--footprints" in result.stderr
+
+
+def test_sample_scene_is_regenerated_where_the_repository_is_not_at_hand(tmp_path, monkeypatch):
+    """An installed package has no sample_data/ beside it: the demo makes the same scene."""
+    monkeypatch.setattr(demo, "REPO_SAMPLE", tmp_path / "nowhere")
+    raster, footprints = demo.sample_scene(tmp_path / "work")
+    assert raster.parent == tmp_path / "work" / "sample_data"
+    with rasterio.open(raster) as made, rasterio.open(SAMPLE_RASTER) as committed:
+        assert made.crs == committed.crs and made.transform == committed.transform
+        assert hashlib.sha256(made.read().tobytes()).digest() == hashlib.sha256(
+            committed.read().tobytes()).digest()
+    assert len(gpd.read_file(footprints)) == len(gpd.read_file(SAMPLE_FOOTPRINTS))
