@@ -287,7 +287,8 @@ class BlockStats:
     windows_run: int
     building_pixels: int
     valid_pixels: int
-    histogram: np.ndarray  # (256,) counts of the footprint's uint8 levels over valid pixels
+    # (256,) counts of the footprint's uint8 levels over valid pixels; only with --otsu
+    histogram: np.ndarray | None = None
 
 
 def otsu_threshold(histogram: np.ndarray) -> float:
@@ -317,20 +318,24 @@ def with_threshold(job: PredictJob, threshold: float) -> PredictJob:
     return dataclasses.replace(job, config=dataclasses.replace(job.config, threshold=threshold))
 
 
-def settle_threshold(job: PredictJob, stats: Sequence[BlockStats]) -> tuple[PredictJob, float]:
-    """The job to polygonize with: Otsu's threshold over all blocks when asked for."""
+def settle(job: PredictJob, stats: Sequence[BlockStats]
+           ) -> tuple[PredictJob, list[BlockStats]]:
+    """The job to polygonize and report with, once every block is finalized.
+
+    With ``--otsu``: the job at Otsu's threshold over all blocks' histograms, and the
+    blocks' building pixels recounted at it. Otherwise both as they are.
+    """
     if not job.config.otsu:
-        return job, job.config.threshold
-    threshold = otsu_threshold(np.sum([s.histogram for s in stats], axis=0))
+        return job, list(stats)
+    histograms = [s.histogram for s in stats if s.histogram is not None]
+    if len(histograms) != len(stats):
+        raise ValueError("--otsu needs every block's histogram")
+    threshold = otsu_threshold(np.sum(histograms, axis=0))
     log.info("Otsu threshold of the footprint probabilities: %.3f", threshold)
-    return with_threshold(job, threshold), threshold
-
-
-def recount(stats: Sequence[BlockStats], threshold: float) -> list[BlockStats]:
-    """Block stats with building pixels counted at ``threshold`` (from the histograms)."""
     level = threshold_uint8(threshold)
-    return [dataclasses.replace(s, building_pixels=int(s.histogram[level:].sum()))
-            for s in stats]
+    recounted = [dataclasses.replace(s, building_pixels=int(h[level:].sum()))
+                 for s, h in zip(stats, histograms, strict=True)]
+    return with_threshold(job, threshold), recounted
 
 
 @dataclass
@@ -615,7 +620,8 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
         with rasterio.open(tmp, "w", count=data.shape[0], **profile) as dst:
             dst.write(data)
         os.replace(tmp, final)
-    histogram = np.bincount(footprint[valid].ravel(), minlength=256)
+    histogram = (np.bincount(footprint[valid].ravel(), minlength=256) if job.config.otsu
+                 else None)
     return BlockStats(index, windows_run, int((mask == 1).sum()), int(valid.sum()), histogram)
 
 
@@ -868,12 +874,11 @@ def predict(raster: Path | str, predictor: Predictor, model: ModelInfo, out: Pat
                     on_block()
             previous = current
         t1 = time.perf_counter()
-        job, threshold = settle_threshold(job, stats)
+        job, stats = settle(job, stats)
         for index in job.plan.indexes:
             polygonize_job_block(job, index)
         t2 = time.perf_counter()
-        return finish(job, recount(stats, threshold), started,
-                      {"infer": t1 - t0, "polygonize": t2 - t1})
+        return finish(job, stats, started, {"infer": t1 - t0, "polygonize": t2 - t1})
     except BaseException:
         abort(job)
         raise

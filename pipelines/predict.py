@@ -45,8 +45,7 @@ from geotiler.predict import (
     infer_block,
     polygonize_job_block,
     prepare,
-    recount,
-    settle_threshold,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -120,13 +119,10 @@ def _polygonize(job: PredictJob, index: tuple[int, int], after: list[BlockStats]
     return polygonize_job_block(job, index)
 
 
-def _settled(job: PredictJob, stats: list[BlockStats]) -> PredictJob:
-    return settle_threshold(job, stats)[0]
-
-
 def build_graph(job: PredictJob, source: ModelSource, device: str = "cpu"
-                ) -> tuple[list[Any], list[Any]]:
-    """Delayed block stats and block polygons of a prepared job."""
+                ) -> tuple[Any, list[Any]]:
+    """The delayed settled (job, block stats) of a prepared job (:func:`settle`), and its
+    delayed block polygons."""
     job_d = dask.delayed(job, pure=True)
     infer: dict[tuple[int, int], Any] = {}
     for i, j in job.plan.indexes:
@@ -142,18 +138,19 @@ def build_graph(job: PredictJob, source: ModelSource, device: str = "cpu"
             job_d, (i, j), own[0], own[1], own[2], own[6], own[7], left, up, upleft,
             dask_key_name=f"finalize-{i}-{j}")
     reach = job.polygon_reach
-    # --otsu: one small task sees every block's histogram and settles the threshold, so
-    # masks and polygons wait for the whole inference (its outputs are on disk by then).
-    poly_job = (dask.delayed(_settled, pure=True)(job_d, list(stats.values()),
-                                                  dask_key_name="otsu-threshold")
-                if job.config.otsu else job_d)
+    settled = dask.delayed(settle, pure=True, nout=2)(job_d, list(stats.values()),
+                                                      dask_key_name="settle")
+    # --otsu: the settled job carries the threshold, so masks and polygons wait for the
+    # whole inference (its outputs are on disk by then); otherwise a block polygonizes as
+    # soon as its neighbours are finalized.
+    poly_job = settled[0] if job.config.otsu else job_d
     polygons = [
         dask.delayed(_polygonize, pure=True)(
             poly_job, (i, j), [stats[n] for n in job.plan.neighbours(i, j, reach)],
             dask_key_name=f"polygonize-{i}-{j}")
         for i, j in job.plan.indexes
     ]
-    return list(stats.values()), polygons
+    return settled, polygons
 
 
 def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
@@ -181,15 +178,12 @@ def run_job(job: PredictJob, source: ModelSource, device: str = "cpu", *,
     """Compute a prepared job's graph and write its outputs; temporaries go on failure."""
     started = time.perf_counter() if started is None else started
     try:
-        stats, polygons = build_graph(job, source, device)
+        settled, polygons = build_graph(job, source, device)
         t0 = time.perf_counter()
-        computed_stats = _compute(stats, polygons, client, workers, progress)
+        settled_job, stats = _compute(settled, polygons, client, workers, progress)
         timings = {"compute": time.perf_counter() - t0}
         _trim_heap()
-        if job.config.otsu:
-            job, threshold = settle_threshold(job, computed_stats)
-            computed_stats = recount(computed_stats, threshold)
-        return finish(job, computed_stats, started, timings)
+        return finish(settled_job, stats, started, timings)
     except BaseException:
         abort(job)
         raise
@@ -208,22 +202,24 @@ def _trim_heap() -> None:
         pass
 
 
-def _compute(stats: list[Any], polygons: list[Any], client: Client | None,
-             workers: int | None, progress: bool) -> list[BlockStats]:
-    """Run the graph; the polygon tasks return only counts (their polygons are on disk)."""
+def _compute(settled: Any, polygons: list[Any], client: Client | None,
+             workers: int | None, progress: bool) -> tuple[PredictJob, list[BlockStats]]:
+    """Run the graph: the settled job and block stats (the polygon tasks return only
+    counts; their polygons are on disk)."""
     if client is not None:
-        futures = client.compute([stats, polygons])
+        futures = client.compute([settled, polygons])
         if progress:
             from distributed import progress as dist_progress
 
             dist_progress(futures)
-        done_stats, _ = client.gather(futures)
-        return list(done_stats)
+        (job, stats), _ = client.gather(futures)
+        return job, list(stats)
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(minimum=1.0, out=sys.stderr):
-            result = dask.compute(stats, polygons, scheduler="threads", num_workers=workers)
+            result = dask.compute(settled, polygons, scheduler="threads", num_workers=workers)
     else:
-        result = dask.compute(stats, polygons, scheduler="threads", num_workers=workers)
-    return list(result[0])
+        result = dask.compute(settled, polygons, scheduler="threads", num_workers=workers)
+    job, stats = result[0]
+    return job, list(stats)
