@@ -19,8 +19,8 @@ import click
 from geotiler import __version__
 from geotiler.config import COMPRESSIONS, TARGETS, TileConfig, parse_bands, parse_split
 from geotiler.errors import ConfigError, GeotilerError
+from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
 from geotiler.predict import DEVICES as PREDICT_DEVICES
-from geotiler.predict import WINDOW_KINDS, PredictConfig
 from trainer.config import ARCHS, DEVICES, PRESET_NAMES, PRESETS, TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -350,7 +350,7 @@ _PREDICT = PredictConfig()
               show_default=True, help="Where the model runs ('auto': CUDA when available).")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
-@click.option("--compress", type=click.Choice(["zstd", "deflate"]), default=_PREDICT.compress,
+@click.option("--compress", type=click.Choice(list(COG_COMPRESSION)), default=_PREDICT.compress,
               show_default=True,
               help="Compression of the output GeoTIFFs (deflate for GDAL older than 2.3).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")

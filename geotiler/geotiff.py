@@ -185,9 +185,7 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         array = first.asarray()
         if first.samplesperpixel == 1:
             array = array[None]
-        elif first.planarconfig == 2:  # separate: (bands, H, W) already
-            pass
-        else:
+        elif first.planarconfig != 2:  # interleaved (H, W, bands); separate is (bands, H, W)
             array = np.moveaxis(array, -1, 0)
         valid = None
         if len(pages) > 1:
@@ -199,8 +197,3 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         valid = np.ones(array.shape[1:], dtype=bool)
     return np.ascontiguousarray(array), valid
 
-
-def read_georef(data: bytes) -> tuple[Affine, CRS]:
-    """Transform and CRS of GeoTIFF bytes, as GDAL reads them (for checks and tools)."""
-    with MemoryFile(data) as memfile, memfile.open() as src:
-        return src.transform, src.crs
