@@ -12,6 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyproj
@@ -23,6 +24,9 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from geotiler.errors import InputError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -231,22 +235,43 @@ class Footprints:
         return np.asarray(series.values, dtype=object)
 
 
+def read_vector(path: Path,
+                within: tuple[CRS, tuple[float, float, float, float]] | None = None
+                ) -> gpd.GeoDataFrame:
+    """A vector file as a GeoDataFrame, in the file's CRS.
+
+    GeoParquet (by its suffix) is read whole; any other format goes through OGR, and with
+    ``within`` (a CRS and bounds in it) only the features meeting those bounds are read.
+    Errors are the readers' own: callers word them for their input.
+    """
+    import geopandas as gpd  # heavy (pandas): imported only where vectors are read
+    import pyogrio
+    import rasterio.warp
+
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        return gpd.read_parquet(path)
+    bbox = None
+    if within is not None:
+        file_crs = pyogrio.read_info(path)["crs"]
+        if file_crs is not None:
+            crs, bounds = within
+            bbox = rasterio.warp.transform_bounds(crs, CRS.from_user_input(file_crs),
+                                                  *bounds, densify_pts=21)
+    return gpd.read_file(path, bbox=bbox)
+
+
 def load_footprints(path: Path | str) -> Footprints:
     """Read every polygon of a vector file (GPKG, GeoJSON, Shapefile, GeoParquet, ...).
 
     Invalid polygons are repaired with ``shapely.make_valid`` (polygonal parts kept) and
     counted; empty and non-polygonal features are dropped and counted.
     """
-    import geopandas as gpd
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"footprints {path} do not exist")
     try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(path)
-        else:
-            frame = gpd.read_file(path)
+        frame = read_vector(path)
     except Exception as err:  # pyogrio/fiona raise many types; the message is what matters
         raise InputError(f"cannot read footprints {path}: {first_line(err)}") from None
     if frame.crs is None:

@@ -26,7 +26,6 @@ from typing import TypeAlias
 import cv2
 import geopandas as gpd
 import numpy as np
-import pyogrio
 import rasterio
 import rasterio.warp
 import shapely
@@ -36,7 +35,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 
 from geotiler.errors import ConfigError, InputError, OutputError
-from geotiler.io import first_line, ground_gsd, open_raster
+from geotiler.io import first_line, ground_gsd, open_raster, read_vector
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +198,7 @@ def _read_polygons(source: PolygonSource, name: str, crs: CRS,
     if not path.exists():
         raise InputError(f"{name} polygons {path} do not exist")
     try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(path)
-        else:
-            file_crs = pyogrio.read_info(path)["crs"]
-            bbox = None
-            if file_crs is not None:
-                bbox = rasterio.warp.transform_bounds(crs, CRS.from_user_input(file_crs),
-                                                      *bounds, densify_pts=21)
-            frame = gpd.read_file(path, bbox=bbox)
+        frame = read_vector(path, within=(crs, bounds))
     except Exception as err:  # pyogrio raises many types; the message is what matters
         raise InputError(f"cannot read {name} polygons {path}: {first_line(err)}") from None
     if frame.crs is None:
