@@ -77,20 +77,24 @@ def geokey_tags(crs: CRS) -> list[tuple[int, int, int, Any, bool]]:
 class GeoTiffEncoder:
     """Encode (bands, H, W) arrays as GeoTIFF bytes in one CRS, with one compression.
 
-    Make one per raster (or per CRS) and reuse it: the GeoKeys are computed once.
+    Make one per raster (or per CRS) and reuse it: the GeoKeys (and the nodata tag) are
+    made once.
     """
 
     crs: CRS
     compress: str = "zstd"
     nodata: float | None = None
-    _geokeys: list[tuple[int, int, int, Any, bool]] = field(init=False, repr=False)
+    _fixed_tags: list[tuple[int, int, int, Any, bool]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.compress not in _CODEC:
             raise ValueError(
                 f"unknown compression {self.compress!r}; choose one of {', '.join(COMPRESSIONS)}"
             )
-        self._geokeys = geokey_tags(self.crs)
+        self._fixed_tags = geokey_tags(self.crs)
+        if self.nodata is not None:
+            text = _nodata_text(self.nodata)
+            self._fixed_tags.append((GDAL_NODATA, 2, len(text) + 1, text, True))
 
     def encode(
         self, array: np.ndarray, transform: Affine, valid: np.ndarray | None = None
@@ -104,30 +108,18 @@ class GeoTiffEncoder:
             options.update(compression=codec, compressionargs=args)
             if array.dtype.kind in "ui":
                 options["predictor"] = 2
-        tags = [*self._geokeys, *_placement_tags(transform)]
-        if self.nodata is not None:
-            text = _nodata_text(self.nodata)
-            tags.append((GDAL_NODATA, 2, len(text) + 1, text, True))
+        if count > 1:
+            options["planarconfig"] = "separate"
         photometric = "rgb" if count == 3 and array.dtype == np.uint8 else "minisblack"
         buffer = io.BytesIO()
         with tifffile.TiffWriter(buffer) as tif:
-            if count == 1:
-                tif.write(
-                    np.ascontiguousarray(array[0]),
-                    photometric=photometric,
-                    rowsperstrip=height,
-                    extratags=tags,
-                    **options,
-                )
-            else:
-                tif.write(
-                    np.ascontiguousarray(array),
-                    photometric=photometric,
-                    planarconfig="separate",
-                    rowsperstrip=height,
-                    extratags=tags,
-                    **options,
-                )
+            tif.write(
+                np.ascontiguousarray(array[0] if count == 1 else array),
+                photometric=photometric,
+                rowsperstrip=height,
+                extratags=[*self._fixed_tags, *_placement_tags(transform)],
+                **options,
+            )
             if valid is not None and not valid.all():
                 tif.write(
                     np.ascontiguousarray(valid, dtype=bool),
