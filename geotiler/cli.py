@@ -179,15 +179,20 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
     Example:
       geotiler tile sample_data/area.tif --footprints sample_data/buildings.gpkg --out tiles/
     """
-    from pipelines.cluster import open_client
-    from pipelines.tile import is_large_job, run_tiling
+    from geotiler.tiling import is_large_job
+    from pipelines.cluster import start_client
 
     config = TileConfig(
         split=parse_split(split),
         bands=_parse_or_none(parse_bands, bands),
         **options,
     )
-    with open_client(scheduler, workers, large=is_large_job(rasters, config)) as client:
+    # A local cluster starts (its workers importing what a tiling task needs) while the
+    # rest of the pipeline is imported and the job planned.
+    with start_client(scheduler, workers, large=is_large_job(rasters, config),
+                      preload=("geotiler.tiler",)) as client:
+        from pipelines.tile import run_tiling
+
         report = run_tiling(
             rasters, footprints, out_dir, config, client=client, workers=workers,
             overwrite=overwrite, require_footprints=require_footprints,

@@ -12,37 +12,35 @@ import cv2
 import numpy as np
 
 
-def draw_contours(
-    labels: np.ndarray, width: int, boxes: np.ndarray | None = None
-) -> np.ndarray:
+def draw_contours(labels: np.ndarray, width: int) -> np.ndarray:
     """uint8 image (0/255) of every labelled region's outline drawn ``width`` px thick.
 
-    ``labels`` is an int image with 0 as background and one id per building. The line is
-    centred on the region's boundary pixels (half inside, half outside). ``boxes`` may give
-    each id's pixel bounding box as rows of (id, row0, row1, col0, col1), which saves a scan
-    of the image per building; without it the boxes are found from the labels.
+    ``labels`` is an int image with 0 as background and one id per building. One
+    ``cv2.findContours`` call in ``RETR_FLOODFILL`` mode traces each region of equal label
+    on its own (outer border and the borders of its holes), exactly as tracing each
+    building's binary mask would, without a Python loop over buildings. Regions of label 0
+    (background, holes) are traced too and dropped. Every boundary step is kept
+    (``CHAIN_APPROX_NONE``): simplified runs draw ~25% faster but make the thick line depend
+    on where tracing starts, so a tile cut alone would differ from one cut in a strip. The
+    line is centred on the region's boundary pixels (half inside, half outside).
     """
     canvas = np.zeros(labels.shape, dtype=np.uint8)
-    if width <= 0:
+    if width <= 0 or not labels.any():
         return canvas
-    if boxes is None:
-        boxes = _label_boxes(labels)
-    for value, r0, r1, c0, c1 in boxes:
-        region = (labels[r0:r1, c0:c1] == value).astype(np.uint8)
-        if not region.any():
-            continue
-        contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(canvas, contours, -1, 255, thickness=width, offset=(int(c0), int(r0)))
+    contours, _ = cv2.findContours(
+        labels.astype(np.int32, copy=False), cv2.RETR_FLOODFILL, cv2.CHAIN_APPROX_NONE
+    )
+    if not contours:
+        return canvas
+    # a border pixel of each region; those of background regions may lie just outside
+    x, y = np.array([contour[0, 0] for contour in contours]).T
+    height, width_px = labels.shape
+    on_image = (x >= 0) & (y >= 0) & (x < width_px) & (y < height)
+    inside = np.zeros(len(contours), dtype=bool)
+    inside[on_image] = labels[y[on_image], x[on_image]] != 0
+    cv2.drawContours(canvas, [c for c, keep in zip(contours, inside, strict=True) if keep], -1,
+                     255, thickness=width)
     return canvas
-
-
-def _label_boxes(labels: np.ndarray) -> np.ndarray:
-    """(id, row0, row1, col0, col1) of every non-zero id (half-open pixel ranges)."""
-    rows = []
-    for value in np.unique(labels[labels > 0]):
-        ys, xs = np.nonzero(labels == value)
-        rows.append((value, ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
-    return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
 def seed_rgb_target(footprint: np.ndarray, contour: np.ndarray, blur: int) -> np.ndarray:

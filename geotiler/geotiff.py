@@ -1,23 +1,29 @@
-"""Small in-memory GeoTIFFs for tile shards: fast encode and decode with tifffile.
+"""Small in-memory GeoTIFFs for tile shards: fast encode and decode.
 
 Tile members are tiny (256² px), so opening a GDAL dataset per member costs more than the
-pixels do (~1 ms per member uncompressed, measured). Here GDAL is asked once per CRS for
-the GeoTIFF keys it would write (GeoKeyDirectory and its parameter tags), and every tile
-is then written by tifffile with those keys plus its own pixel scale and tie point: the
-same georeferencing GDAL produces, at a fraction of the cost. Invalid pixels go into an
-internal 1-bit mask page (NewSubfileType 4, Photometric MASK), which is how GDAL stores
-``write_mask`` itself, so GDAL and QGIS see the nodata mask.
+pixels do (~1 ms per member uncompressed, measured), and even tifffile's writer spends
+~0.3 ms of Python per member building its tags, as much as zstd takes to compress the
+pixels. Every member of a shard has the same layout, so :class:`GeoTiffEncoder` writes the
+few baseline tags of a strip-organised little-endian TIFF itself: GDAL is asked once per
+CRS for the GeoTIFF keys it would write (GeoKeyDirectory and its parameter tags), and every
+tile then gets those keys plus its own pixel scale and tie point, the same georeferencing
+GDAL produces. Invalid pixels go into an internal 1-bit mask page (NewSubfileType 4,
+Photometric MASK), which is how GDAL stores ``write_mask`` itself, so GDAL and QGIS see the
+nodata mask. tests/test_geotiff.py checks all of it against GDAL's reading.
 
 Compression goes through imagecodecs: zstd level 1 (the default) compresses aerial RGB as
 well as deflate does while encoding ~4x and decoding ~2x faster (benchmarks/bench_tile.py).
+Reading uses tifffile, which reads any TIFF (ours, GDAL's).
 """
 
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+import imagecodecs
 import numpy as np
 import tifffile
 from affine import Affine
@@ -26,7 +32,21 @@ from rasterio.io import MemoryFile
 
 from geotiler.config import COMPRESSIONS
 
-# TIFF tag codes (GeoTIFF 1.1 and GDAL's private nodata tag)
+# TIFF tag codes (baseline TIFF 6.0, GeoTIFF 1.1 and GDAL's private nodata tag)
+NEW_SUBFILE_TYPE = 254
+IMAGE_WIDTH = 256
+IMAGE_LENGTH = 257
+BITS_PER_SAMPLE = 258
+COMPRESSION = 259
+PHOTOMETRIC = 262
+STRIP_OFFSETS = 273
+SAMPLES_PER_PIXEL = 277
+ROWS_PER_STRIP = 278
+STRIP_BYTE_COUNTS = 279
+PLANAR_CONFIG = 284
+PREDICTOR = 317
+EXTRA_SAMPLES = 338
+SAMPLE_FORMAT = 339
 MODEL_PIXEL_SCALE = 33550
 MODEL_TIEPOINT = 33922
 MODEL_TRANSFORMATION = 34264
@@ -36,16 +56,63 @@ GEO_ASCII_PARAMS = 34737
 GDAL_NODATA = 42113
 _GEOKEY_TAGS = (GEO_KEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS)
 
-_CODEC: dict[str, tuple[str | None, dict[str, Any]]] = {
-    "zstd": ("zstd", {"level": 1}),
-    "deflate": ("zlib", {"level": 1}),  # level 1: ~2x faster than 6, files ~1% larger
-    "lzw": ("lzw", {}),
-    "none": (None, {}),
+# TIFF field types: struct format and type code
+_ASCII, _SHORT, _LONG, _DOUBLE = 2, 3, 4, 12
+_FORMAT = {_SHORT: "H", _LONG: "I", _DOUBLE: "d"}
+_SIZE = {_ASCII: 1, _SHORT: 2, _LONG: 4, _DOUBLE: 8}
+
+PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_MASK = 1, 2, 4
+SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}
+
+Bytes = bytes | bytearray
+
+
+# imagecodecs takes any buffer (numpy arrays included); its type stubs name only bytes.
+def _zstd(data: np.ndarray) -> Bytes:
+    return imagecodecs.zstd_encode(data, level=1)  # type: ignore[arg-type]
+
+
+def _deflate(data: np.ndarray) -> Bytes:
+    # libdeflate at level 1: ~2x faster than zlib at 1, ~4x faster than level 6; files
+    # ~1-5% larger. Its output is a zlib stream, as TIFF's Deflate wants.
+    return imagecodecs.deflate_encode(data, level=1)  # type: ignore[arg-type]
+
+
+def _lzw(data: np.ndarray) -> Bytes:
+    return imagecodecs.lzw_encode(data)  # type: ignore[arg-type]
+
+
+# compression name -> (TIFF compression code, encoder of one strip's bytes)
+_CODECS: dict[str, tuple[int, Callable[[np.ndarray], Bytes] | None]] = {
+    "zstd": (50000, _zstd),
+    "deflate": (8, _deflate),
+    "lzw": (5, _lzw),
+    "none": (1, None),
 }
 
 
-def geokey_tags(crs: CRS) -> list[tuple[int, int, int, Any, bool]]:
-    """The GeoKey tags GDAL writes for ``crs``, as tifffile ``extratags``.
+@dataclass(frozen=True)
+class Tag:
+    """One TIFF directory entry: code, field type, value count and packed value bytes."""
+
+    code: int
+    type: int
+    count: int
+    data: bytes
+
+    @classmethod
+    def of(cls, code: int, type_: int, values: Sequence[float] | str) -> Tag:
+        if type_ == _ASCII:
+            assert isinstance(values, str)
+            text = values.encode() + b"\0"
+            return cls(code, _ASCII, len(text), text)
+        assert not isinstance(values, str)
+        return cls(code, type_, len(values), struct.pack(f"<{len(values)}{_FORMAT[type_]}",
+                                                         *values))
+
+
+def geokey_tags(crs: CRS) -> list[Tag]:
+    """The GeoKey tags GDAL writes for ``crs``.
 
     Found by letting GDAL write a 1×1 GeoTIFF: whatever GDAL can express (EPSG codes, or
     user-defined projections with their parameters) is copied exactly.
@@ -67,9 +134,7 @@ def geokey_tags(crs: CRS) -> list[tuple[int, int, int, Any, bool]]:
         for code in _GEOKEY_TAGS:
             tag = tif.pages.first.tags.get(code)
             if tag is not None:
-                value = tag.value
-                count = len(value) if isinstance(value, tuple) else len(value) + 1
-                tags.append((code, int(tag.dtype), count, value, True))
+                tags.append(Tag.of(code, int(tag.dtype), tag.value))
     return tags
 
 
@@ -78,67 +143,143 @@ class GeoTiffEncoder:
     """Encode (bands, H, W) arrays as GeoTIFF bytes in one CRS, with one compression.
 
     Make one per raster (or per CRS) and reuse it: the GeoKeys (and the nodata tag) are
-    made once.
+    made once. Bands are stored as separate planes (one strip each), integers with the
+    horizontal-differencing predictor when compressed.
     """
 
     crs: CRS
     compress: str = "zstd"
     nodata: float | None = None
-    _fixed_tags: list[tuple[int, int, int, Any, bool]] = field(init=False, repr=False)
+    _fixed_tags: list[Tag] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.compress not in _CODEC:
+        if self.compress not in _CODECS:
             raise ValueError(
                 f"unknown compression {self.compress!r}; choose one of {', '.join(COMPRESSIONS)}"
             )
         self._fixed_tags = geokey_tags(self.crs)
         if self.nodata is not None:
-            text = _nodata_text(self.nodata)
-            self._fixed_tags.append((GDAL_NODATA, 2, len(text) + 1, text, True))
+            self._fixed_tags.append(Tag.of(GDAL_NODATA, _ASCII, _nodata_text(self.nodata)))
 
     def encode(
         self, array: np.ndarray, transform: Affine, valid: np.ndarray | None = None
     ) -> bytes:
         """GeoTIFF bytes of ``array`` placed by ``transform``; ``valid`` (H, W) bool, if
         given and not all true, becomes an internal mask."""
-        count, height, _ = array.shape
-        codec, args = _CODEC[self.compress]
-        options: dict[str, Any] = {"metadata": None, "software": False}
-        if codec is not None:
-            options.update(compression=codec, compressionargs=args)
-            if array.dtype.kind in "ui":
-                options["predictor"] = 2
-        if count > 1:
-            options["planarconfig"] = "separate"
-        photometric = "rgb" if count == 3 and array.dtype == np.uint8 else "minisblack"
-        buffer = io.BytesIO()
-        with tifffile.TiffWriter(buffer) as tif:
-            tif.write(
-                np.ascontiguousarray(array[0] if count == 1 else array),
-                photometric=photometric,
-                rowsperstrip=height,
-                extratags=[*self._fixed_tags, *_placement_tags(transform)],
-                **options,
-            )
-            if valid is not None and not valid.all():
-                tif.write(
-                    np.ascontiguousarray(valid, dtype=bool),
-                    photometric="mask",
-                    subfiletype=4,
-                    rowsperstrip=height,
-                    metadata=None,
-                    software=False,
-                    compression="zlib" if codec else None,
-                )
-        return buffer.getvalue()
+        count, height, width = array.shape
+        dtype = array.dtype.newbyteorder("<")
+        code, encoder = _CODECS[self.compress]
+        predict = encoder is not None and dtype.kind in "ui"
+        strips: list[Bytes] = []
+        for band in array:
+            plane = band.astype(dtype, copy=False)
+            if predict:
+                plane = imagecodecs.delta_encode(plane, axis=-1)
+            strips.append(encoder(plane) if encoder else np.ascontiguousarray(plane).tobytes())
+        rgb = count == 3 and dtype == np.uint8
+        tags = [
+            Tag.of(IMAGE_WIDTH, _LONG, (width,)),
+            Tag.of(IMAGE_LENGTH, _LONG, (height,)),
+            Tag.of(BITS_PER_SAMPLE, _SHORT, (dtype.itemsize * 8,) * count),
+            Tag.of(COMPRESSION, _SHORT, (code,)),
+            Tag.of(PHOTOMETRIC, _SHORT, (PHOTOMETRIC_RGB if rgb else PHOTOMETRIC_MINISBLACK,)),
+            Tag.of(SAMPLES_PER_PIXEL, _SHORT, (count,)),
+            Tag.of(ROWS_PER_STRIP, _LONG, (height,)),
+            Tag.of(STRIP_BYTE_COUNTS, _LONG, [len(strip) for strip in strips]),
+            Tag.of(PLANAR_CONFIG, _SHORT, (2 if count > 1 else 1,)),
+            Tag.of(SAMPLE_FORMAT, _SHORT, (SAMPLE_FORMATS[dtype.kind],) * count),
+            *_placement_tags(transform),
+            *self._fixed_tags,
+        ]
+        if predict:
+            tags.append(Tag.of(PREDICTOR, _SHORT, (2,)))
+        extra = count - (3 if rgb else 1)
+        if extra > 0:
+            tags.append(Tag.of(EXTRA_SAMPLES, _SHORT, (0,) * extra))  # unspecified
+        pages = [(tags, strips)]
+        if valid is not None and not valid.all():
+            pages.append(_mask_page(valid, compressed=encoder is not None))
+        return write_tiff(pages)
 
 
-def _placement_tags(transform: Affine) -> list[tuple[int, int, int, Any, bool]]:
+def _mask_page(valid: np.ndarray, *, compressed: bool) -> tuple[list[Tag], list[Bytes]]:
+    """GDAL's internal nodata mask: a 1-bit page, rows packed MSB first, deflated."""
+    height, width = valid.shape
+    bits = np.packbits(valid.astype(bool, copy=False), axis=1)
+    strip = _deflate(bits) if compressed else bits.tobytes()
+    tags = [
+        Tag.of(NEW_SUBFILE_TYPE, _LONG, (4,)),
+        Tag.of(IMAGE_WIDTH, _LONG, (width,)),
+        Tag.of(IMAGE_LENGTH, _LONG, (height,)),
+        Tag.of(BITS_PER_SAMPLE, _SHORT, (1,)),
+        Tag.of(COMPRESSION, _SHORT, (8 if compressed else 1,)),
+        Tag.of(PHOTOMETRIC, _SHORT, (PHOTOMETRIC_MASK,)),
+        Tag.of(SAMPLES_PER_PIXEL, _SHORT, (1,)),
+        Tag.of(ROWS_PER_STRIP, _LONG, (height,)),
+        Tag.of(STRIP_BYTE_COUNTS, _LONG, (len(strip),)),
+        Tag.of(PLANAR_CONFIG, _SHORT, (1,)),
+    ]
+    return tags, [strip]
+
+
+def write_tiff(pages: Sequence[tuple[Sequence[Tag], Sequence[Bytes]]]) -> bytes:
+    """A classic little-endian TIFF of ``pages``, each (tags, strips).
+
+    The StripOffsets tag is added here, once the layout is known: header, then each page's
+    directory followed by the values too long to sit in it, then all strips.
+    """
+    layout = []
+    position = 8
+    for tags, strips in pages:
+        entries = sorted([*tags, Tag(STRIP_OFFSETS, _LONG, len(strips), bytes(4 * len(strips)))],
+                         key=lambda tag: tag.code)
+        ifd = position
+        position += 2 + 12 * len(entries) + 4
+        values = []
+        for tag in entries:
+            if len(tag.data) > 4:
+                values.append(position)
+                position += len(tag.data) + (len(tag.data) & 1)  # word-aligned
+            else:
+                values.append(0)
+        layout.append((ifd, entries, values))
+    strip_offsets = []
+    for _, strips in pages:
+        offsets = []
+        for strip in strips:
+            offsets.append(position)
+            position += len(strip)
+        strip_offsets.append(offsets)
+    out = bytearray(b"II*\0" + struct.pack("<I", layout[0][0]))
+    for index, (ifd, entries, values) in enumerate(layout):
+        following = layout[index + 1][0] if index + 1 < len(layout) else 0
+        directory = [struct.pack("<H", len(entries))]
+        blobs = []
+        for tag, value_at in zip(entries, values, strict=True):
+            data = tag.data
+            if tag.code == STRIP_OFFSETS:
+                data = struct.pack(f"<{tag.count}I", *strip_offsets[index])
+            if value_at:
+                directory.append(struct.pack("<HHII", tag.code, tag.type, tag.count, value_at))
+                blobs.append(data + b"\0" * (len(data) & 1))
+            else:
+                directory.append(struct.pack("<HHI", tag.code, tag.type, tag.count)
+                                 + data.ljust(4, b"\0"))
+        directory.append(struct.pack("<I", following))
+        assert len(out) == ifd
+        out += b"".join(directory) + b"".join(blobs)
+    for _, strips in pages:
+        for strip in strips:
+            out += strip
+    return bytes(out)
+
+
+def _placement_tags(transform: Affine) -> list[Tag]:
     """Pixel scale + tie point for north-up grids, a full transformation matrix otherwise."""
     if transform.b == 0 and transform.d == 0:
         return [
-            (MODEL_PIXEL_SCALE, 12, 3, (transform.a, -transform.e, 0.0), True),
-            (MODEL_TIEPOINT, 12, 6, (0.0, 0.0, 0.0, transform.c, transform.f, 0.0), True),
+            Tag.of(MODEL_PIXEL_SCALE, _DOUBLE, (transform.a, -transform.e, 0.0)),
+            Tag.of(MODEL_TIEPOINT, _DOUBLE, (0.0, 0.0, 0.0, transform.c, transform.f, 0.0)),
         ]
     matrix = (
         transform.a,
@@ -158,7 +299,7 @@ def _placement_tags(transform: Affine) -> list[tuple[int, int, int, Any, bool]]:
         0.0,
         1.0,
     )
-    return [(MODEL_TRANSFORMATION, 12, 16, matrix, True)]
+    return [Tag.of(MODEL_TRANSFORMATION, _DOUBLE, matrix)]
 
 
 def _nodata_text(value: float) -> str:

@@ -168,6 +168,16 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     return shard_result(writer.records, writer.summary)
 
 
+def write_shard_wkb(spec: ShardSpec, wkb: np.ndarray, config: TileConfig) -> ShardResult:
+    """:func:`write_shard` with the footprints given as WKB, for tasks sent to workers.
+
+    Pickling shapely geometries goes one at a time through Python (0.5 s for a 16384² scene's
+    50,000 footprints, serial in the client before any task starts, plus 0.25 s to unpickle
+    them in the workers); ``to_wkb``/``from_wkb`` do the whole array in C in a tenth of that.
+    """
+    return write_shard(spec, shapely.from_wkb(wkb), config)
+
+
 # Tiles handled together: long enough to spread the per-call costs of reading and
 # rasterizing, short enough that a strip's arrays stay small (16 x 256² x 4 B labels).
 STRIP_TILES = 16

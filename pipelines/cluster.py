@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from geotiler.errors import ConfigError
@@ -24,7 +25,11 @@ LOCAL = "local"
 
 @contextlib.contextmanager
 def open_client(
-    scheduler: str, workers: int | None = None, *, large: bool = False
+    scheduler: str,
+    workers: int | None = None,
+    *,
+    large: bool = False,
+    preload: Sequence[str] = (),
 ) -> Iterator[Client | None]:
     """Yield a ``distributed.Client`` for ``scheduler``, or None for the threaded scheduler.
 
@@ -32,7 +37,8 @@ def open_client(
     ``LocalCluster`` of ``workers`` processes started here and closed afterwards (about 3 s
     to start, then free of the GIL). ``auto``: ``local`` when the caller says the job is
     ``large``, else ``threads``. Anything else is the address of a running
-    ``dask.distributed`` scheduler (``tcp://host:8786``).
+    ``dask.distributed`` scheduler (``tcp://host:8786``). ``preload`` names modules a local
+    cluster's workers import as they start, instead of on their first task.
     """
     if scheduler == AUTO:
         scheduler = LOCAL if large else THREADS
@@ -43,7 +49,7 @@ def open_client(
     from distributed import Client, LocalCluster
 
     with _quiet_asyncio():
-        yield from _distributed_client(scheduler, workers, Client, LocalCluster)
+        yield from _distributed_client(scheduler, workers, Client, LocalCluster, preload)
 
 
 @contextlib.contextmanager
@@ -60,16 +66,24 @@ def _quiet_asyncio() -> Iterator[None]:
 
 
 def _distributed_client(
-    scheduler: str, workers: int | None, Client: type, LocalCluster: type
+    scheduler: str, workers: int | None, Client: type, LocalCluster: type, preload: Sequence[str]
 ) -> Iterator[Client]:
     if scheduler == LOCAL:
         import dask
 
         # The workers' statistical profiler samples every task's stack for the dashboard;
         # nobody looks at it here, and it cost ~15% of the tiling throughput on 2 cores.
-        with dask.config.set({"distributed.worker.profile.enabled": False}), \
+        # Dask also starts workers with MALLOC_TRIM_THRESHOLD_ set, which hands freed memory
+        # back to the OS at once; our tasks allocate and free the same few MB per strip or
+        # block, and paying page faults for them again each time cost ~20% (measured).
+        environ = {name: value for name, value in
+                   dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+                   if name != "MALLOC_TRIM_THRESHOLD_"}
+        with dask.config.set({"distributed.worker.profile.enabled": False,
+                              "distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                             dashboard_address=None) as cluster, Client(cluster) as client:
+                             dashboard_address=None, preload=list(preload)) as cluster, \
+                Client(cluster) as client:
             log.info("started a local Dask cluster with %d workers", len(cluster.workers))
             yield client
         return
@@ -80,3 +94,60 @@ def _distributed_client(
     with client:
         log.info("using the Dask scheduler at %s", scheduler)
         yield client
+
+
+class PendingClient:
+    """A client that :func:`start_client` is still bringing up; :meth:`get` waits for it."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+
+    def get(self) -> Client | None:
+        """The client (None for the threaded scheduler), once started; start-up errors
+        are raised here."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+
+@contextlib.contextmanager
+def start_client(
+    scheduler: str,
+    workers: int | None = None,
+    *,
+    large: bool = False,
+    preload: Sequence[str] = (),
+) -> Iterator[PendingClient]:
+    """:func:`open_client` in a background thread, so a job is planned while it starts.
+
+    A local cluster takes about a second to start (processes importing Dask, then the
+    ``preload`` modules); planning a job (reading footprints, laying out tiles) takes as long,
+    and needs no cluster. On exit the client and cluster are closed as with
+    :func:`open_client`, after waiting for a start that is still under way.
+    """
+    pending = PendingClient()
+    release = threading.Event()
+    if scheduler != THREADS:
+        # imported here, not in the thread: an import holds the GIL for its whole length
+        import distributed  # noqa: F401
+
+    def run() -> None:
+        try:
+            with open_client(scheduler, workers, large=large, preload=preload) as client:
+                pending._client = client
+                pending._ready.set()
+                release.wait()
+        except BaseException as err:  # handed to the caller through get()
+            pending._error = err
+            pending._ready.set()
+
+    thread = threading.Thread(target=run, name="geotiler-start-dask", daemon=True)
+    thread.start()
+    try:
+        yield pending
+    finally:
+        release.set()
+        thread.join()

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dask
+import shapely
 
 from geotiler.config import TileConfig, TileReport
 from geotiler.io import file_digest
 from geotiler.shards import PARTIAL_SUFFIX, SHARD_DIR, read_shard_summary, shard_is_complete
-from geotiler.tiler import ShardResult, shard_result, write_shard
+from geotiler.tiler import ShardResult, shard_result, write_shard_wkb
 from geotiler.tileset import finish_dataset, plan_tiling, prepare_output
+from pipelines.cluster import PendingClient
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -36,7 +38,7 @@ def run_tiling(
     out_dir: Path | str,
     config: TileConfig,
     *,
-    client: Client | None = None,
+    client: Client | PendingClient | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     require_footprints: bool = False,
@@ -47,7 +49,8 @@ def run_tiling(
     Without ``client`` the shards run on Dask's threaded scheduler (GDAL, OpenCV and zlib
     release the GIL; on 2 cores threads measured faster than a process cluster), with
     ``workers`` threads. With a ``distributed.Client`` they run on its cluster, which must
-    see the same file paths.
+    see the same file paths. A :class:`~pipelines.cluster.PendingClient` is waited for
+    once the job is planned, so a cluster can start meanwhile.
     """
     started = time.perf_counter()
     plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints)
@@ -65,13 +68,15 @@ def run_tiling(
             results[index] = shard_result(summary["records"], summary)
             plan.report.shards_reused += 1
             continue
-        tasks.append(dask.delayed(write_shard, pure=False)(spec, geoms, config,
-                                                           dask_key_name=f"shard-{spec.path.stem}"))
+        tasks.append(dask.delayed(write_shard_wkb, pure=False)(
+            spec, shapely.to_wkb(geoms), config, dask_key_name=f"shard-{spec.path.stem}"))
         positions.append(index)
     if plan.report.shards_reused:
         log.info("reusing %d finished shard(s) of an earlier run", plan.report.shards_reused)
     log.info("tiling %d raster(s) into %d shard(s) in %s", len(plan.rasters), len(tasks), out_dir)
     try:
+        if isinstance(client, PendingClient):
+            client = client.get()
         computed = _compute(tasks, client, workers, progress)
     except BaseException:
         _remove_partials(Path(out_dir))
@@ -85,30 +90,6 @@ def run_tiling(
     finish_dataset(out_dir, plan, [r for r in results if r is not None], digests=digests.result())
     plan.report.seconds = time.perf_counter() - started
     return plan.report
-
-
-# Measured on 2 cores (benchmarks/bench_tile.py): a LocalCluster of 2 processes tiles a
-# 16384² scene 1.3x faster than threads, but takes ~3 s to start; below ~1000 tiles threads win.
-LARGE_JOB_TILES = 1000
-
-
-def is_large_job(rasters: Sequence[Path | str], config: TileConfig) -> bool:
-    """Whether a tiling job is big enough to pay for starting worker processes.
-
-    Estimated from the rasters' headers (their pixel counts) before any planning.
-    """
-    import rasterio
-
-    pixels = 0
-    for path in rasters:
-        try:
-            with rasterio.open(path) as src:
-                pixels += src.width * src.height
-        except (rasterio.errors.RasterioIOError, OSError):
-            return False  # let planning report the bad input
-    scale = config.scale or 1.0
-    tiles = pixels / (config.stride * scale) ** 2
-    return tiles >= LARGE_JOB_TILES
 
 
 def _compute(

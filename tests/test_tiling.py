@@ -150,6 +150,40 @@ def test_contour_pixels_lie_on_footprint_boundaries(boxes, width):
         assert contour[edge].mean() > 0.9
 
 
+def _outlines_building_by_building(labels: np.ndarray, width: int) -> np.ndarray:
+    """The seed's way: trace each building's own binary mask, draw its outline."""
+    canvas = np.zeros(labels.shape, np.uint8)
+    for k in np.unique(labels[labels > 0]):
+        region = (labels == k).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(canvas, contours, -1, 255, thickness=width)
+    return canvas
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    boxes=st.lists(
+        st.tuples(st.integers(-10, 60), st.integers(-10, 60), st.integers(2, 40),
+                  st.integers(2, 40)),
+        min_size=1,
+        max_size=8,
+    ),
+    holes=st.booleans(),
+    width=st.sampled_from([1, 2, 3, 5]),
+)
+def test_contours_equal_tracing_each_building_alone(boxes, holes, width):
+    """One flood-fill trace of the label image draws what tracing building by building
+    does: touching, overlapping, holed and edge-cut buildings included."""
+    labels = np.zeros((56, 64), dtype=np.int32)
+    for k, (x, y, w, h) in enumerate(boxes, start=1):
+        labels[max(y, 0) : y + h, max(x, 0) : x + w] = k
+        if holes and w > 6 and h > 6:
+            labels[max(y, 0) + 3 : y + h - 3, max(x, 0) + 3 : x + w - 3] = 0
+    np.testing.assert_array_equal(
+        draw_contours(labels, width), _outlines_building_by_building(labels, width)
+    )
+
+
 def test_touching_buildings_keep_a_contour_line_between_them():
     geoms = np.array([shapely.box(10, 10, 50, 40), shapely.box(50, 10, 80, 40)], dtype=object)
     mask, count = tile_masks(geoms, Affine(1, 0, 0, 0, -1, 64), 64, contour_width=2, target="masks")
