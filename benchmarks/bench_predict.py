@@ -11,7 +11,8 @@ windows as the prediction ran, in the same batch size. It reports
 * ``predict s``: wall time of ``run_predict`` (reading, inference, blending, block files,
   polygonizing, COG GeoTIFFs with overviews, GeoPackage);
 * ``forward s``: normalize + forward of the same windows, nothing else (with
-  ``--forward-sample N``: timed on N windows and scaled to the prediction's count);
+  ``--forward-sample N``: timed on N windows, half before the prediction and half after,
+  and scaled to the prediction's count);
 * ``ratio``: predict / forward wall time (the target is <= 1.3); ``cpu ratio``: the same
   with process CPU time, which other load on a shared machine disturbs less;
 * ``peak RSS``: the child's ``ru_maxrss`` after the prediction, and the part of it added
@@ -159,26 +160,35 @@ def child(args: argparse.Namespace) -> None:
     rss_model = peak_rss_mb()
     config = PredictConfig(batch_size=args.batch_size, block=args.block, device="cpu",
                            overwrite=True)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (args.batch_size, 3, TILE, TILE), dtype=np.uint8)
+    valid = np.ones((args.batch_size, TILE, TILE), dtype=bool)
+    predictor(image, valid)  # warm-up, as the prediction's first batch was
+
+    def bare_forward(windows: int) -> tuple[float, float]:
+        """Wall and CPU seconds of normalize + forward over ``windows`` windows."""
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        left = windows
+        while left > 0:
+            n = min(left, args.batch_size)
+            predictor(image[:n], valid[:n])
+            left -= n
+        return time.perf_counter() - t0, cpu_seconds() - c0
+
+    # Half the bare forward is timed before the prediction and half after, so that a
+    # drift in the shared machine's speed over the run weighs on both sides alike.
+    half = max(1, args.forward_sample // 2) if args.forward_sample else 0
+    before = bare_forward(half) if half else (0.0, 0.0)
     out = Path(args.out)
     t0, c0 = time.perf_counter(), cpu_seconds()
     report = run_predict(args.raster, args.model, out, config, workers=args.workers)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     rss_peak = peak_rss_mb()
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (args.batch_size, 3, TILE, TILE), dtype=np.uint8)
-    valid = np.ones((args.batch_size, TILE, TILE), dtype=bool)
-    predictor(image, valid)  # warm-up, as the prediction's first batch was
-    timed = report.windows_run if not args.forward_sample else min(report.windows_run,
-                                                                    args.forward_sample)
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    left = timed
-    while left > 0:
-        n = min(left, args.batch_size)
-        predictor(image[:n], valid[:n])
-        left -= n
+    timed = 2 * half if half else report.windows_run
+    after = bare_forward(timed - half)
     scale = report.windows_run / max(timed, 1)
-    forward = (time.perf_counter() - t0) * scale
-    forward_cpu = (cpu_seconds() - c0) * scale
+    forward = (before[0] + after[0]) * scale
+    forward_cpu = (before[1] + after[1]) * scale
     print(json.dumps({
         "size": args.size, "windows": report.windows_run, "blocks": report.blocks,
         "buildings": report.buildings, "predict_s": wall, "forward_s": forward,

@@ -184,28 +184,33 @@ def label_buildings(footprint: np.ndarray, contour: np.ndarray | None, threshold
 
 
 def trace(labels: np.ndarray, count: int, score_plane: np.ndarray,
-          offset: tuple[int, int] = (0, 0), min_pixels: float = 0.0
-          ) -> tuple[np.ndarray, np.ndarray]:
+          offset: tuple[int, int] = (0, 0), min_pixels: float = 0.0,
+          within: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Polygons of every labelled region (pixel coordinates shifted by ``offset`` = (row,
     col)) and each polygon's mean of ``score_plane`` (scaled to [0, 1] for uint8).
 
     Regions of fewer than ``min_pixels`` pixels are dropped before tracing (noise costs
-    nothing then); a region's pixel count is its traced polygon's area.
+    nothing then); a region's pixel count is its traced polygon's area. With ``within``
+    (a row and a column slice of ``labels``), only regions with a pixel there are traced:
+    a block's halo holds many buildings it does not own, and tracing is the costly part.
     """
     if count == 0:
         return np.empty(0, dtype=object), np.empty(0)
     flat = labels.ravel()
-    values = score_plane.ravel().astype(np.float64)
-    if score_plane.dtype == np.uint8:
-        values /= 255.0
-    counts = np.bincount(flat, minlength=count + 1)
-    sums = np.bincount(flat, weights=values, minlength=count + 1)
+    inside = np.flatnonzero(flat)  # statistics over building pixels only
+    ids = flat[inside]
+    counts = np.bincount(ids, minlength=count + 1)
+    sums = np.bincount(ids, weights=score_plane.ravel()[inside], minlength=count + 1)
     means = sums / np.maximum(counts, 1)
-    small = counts < min_pixels
-    small[0] = False
-    if small.any():
+    if score_plane.dtype == np.uint8:
+        means /= 255.0
+    drop = counts < min_pixels
+    if within is not None:
+        drop |= np.bincount(labels[within].ravel(), minlength=count + 1) == 0
+    drop[0] = False
+    if drop.any():
         lut = np.arange(count + 1, dtype=np.int32)
-        lut[small] = 0
+        lut[drop] = 0
         labels = lut[labels]
     row0, col0 = offset
     rings: list[list[tuple[float, float]]] = []
@@ -279,8 +284,12 @@ def polygonize_block(footprint: np.ndarray, contour: np.ndarray | None, region: 
         raise ValueError(f"planes {footprint.shape} do not match region {region.shape}")
     count, labels = label_buildings(footprint, contour, options.threshold, options.grow,
                                     options.min_area)
+    within = None
+    if core is not None:
+        within = (slice(core.row0 - region.row0, core.row1 - region.row0),
+                  slice(core.col0 - region.col0, core.col1 - region.col0))
     geoms, scores = trace(labels, count, footprint, (region.row0, region.col0),
-                          min_pixels=options.min_area)
+                          min_pixels=options.min_area, within=within)
     if core is not None and len(geoms):
         points = shapely.get_coordinates(shapely.point_on_surface(geoms))
         cols, rows = points[:, 0], points[:, 1]

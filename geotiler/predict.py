@@ -48,9 +48,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, get_args
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -71,6 +72,8 @@ from geotiler.blend import (
     window_weights,
 )
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import rasterio
@@ -748,25 +751,50 @@ def _staging(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
-def write_geotiffs(job: PredictJob) -> dict[Path, Path]:
-    """Cloud-optimized GeoTIFFs from the block files; returns {staging path: final path}."""
+class GeoTiffOutput(NamedTuple):
+    """One output GeoTIFF: which block files, band names, nodata, overview resampling."""
+
+    kind: str  # "prob" or "mask"
+    names: Sequence[str]
+    nodata: int | None
+    resampling: str
+    path: Path
+
+
+def geotiff_outputs(job: PredictJob) -> list[GeoTiffOutput]:
+    """The output GeoTIFFs of a job: probabilities (unless switched off) and the mask."""
+    outputs = [GeoTiffOutput("mask", ["building"],
+                             MASK_NODATA if job.grid.has_nodata else None, "NEAREST",
+                             job.outputs.mask)]
+    if job.config.probabilities:
+        outputs.insert(0, GeoTiffOutput("prob", job.model.channels, None, "AVERAGE",
+                                        job.outputs.prob))
+    return outputs
+
+
+def write_geotiff(job: PredictJob, output: GeoTiffOutput, staging: Path) -> None:
+    """One cloud-optimized GeoTIFF from the block files, at ``staging``."""
     import rasterio
     import rasterio.shutil
 
-    staged: dict[Path, Path] = {}
-    kinds: list[tuple[str, Sequence[str], int | None, str, Path]] = [
-        ("mask", ["building"], MASK_NODATA if job.grid.has_nodata else None, "NEAREST",
-         job.outputs.mask)]
-    if job.config.probabilities:
-        kinds.insert(0, ("prob", job.model.channels, None, "AVERAGE", job.outputs.prob))
-    for kind, names, nodata, resampling, final in kinds:
-        vrt = _vrt(job, kind, names, nodata)
-        tmp = _staging(final)
-        staged[tmp] = final
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes: rasterio passes ints on
-            rasterio.shutil.copy(vrt, tmp, driver="COG", RESAMPLING=resampling, **COG_OPTIONS,
-                                 **COG_COMPRESSION[job.config.compress])
-    return staged
+    vrt = _vrt(job, output.kind, output.names, output.nodata)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes: rasterio passes ints on
+        rasterio.shutil.copy(vrt, staging, driver="COG", RESAMPLING=output.resampling,
+                             **COG_OPTIONS, **COG_COMPRESSION[job.config.compress])
+
+
+def write_gpkg(job: PredictJob, staging: Path) -> int:
+    """The buildings GeoPackage from the saved block polygons, one block at a time;
+    returns how many buildings."""
+    meta = {"config": job.config.to_dict(), "model": job.model.name,
+            "source": job.grid.path, "geotiler_version": __version__}
+    buildings = 0
+    for k, index in enumerate(job.plan.indexes):
+        block = MapPolygons.load(job.block_file("poly", index).with_suffix(".npz"))
+        if k == 0 or len(block):  # the first write creates the layer, maybe empty
+            write_polygons(staging, block, job.grid.crs_wkt, meta, append=k > 0)
+            buildings += len(block)
+    return buildings
 
 
 def write_polygons(path: Path, polygons: MapPolygons, crs_wkt: str,
@@ -791,23 +819,21 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
     """Write the final outputs from the block files and the saved polygons (one block's
     at a time), rename them into place, remove the work directory."""
     timings = dict(timings or {})
-    staged: dict[Path, Path] = {}
+    staged = {_staging(final): final
+              for final in [job.outputs.gpkg] + [out.path for out in geotiff_outputs(job)]}
     try:
+        # The outputs are written side by side: GDAL's COG writer compresses on every core
+        # but reads the blocks and builds overviews on one, and the GeoPackage needs none
+        # of them. Each is staged under a temporary name until all are done.
         t0 = time.perf_counter()
-        staged = write_geotiffs(job)
-        timings["geotiffs"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        gpkg_tmp = _staging(job.outputs.gpkg)
-        staged[gpkg_tmp] = job.outputs.gpkg
-        meta = {"config": job.config.to_dict(), "model": job.model.name,
-                "source": job.grid.path, "geotiler_version": __version__}
-        buildings = 0
-        for k, index in enumerate(job.plan.indexes):
-            block = MapPolygons.load(job.block_file("poly", index).with_suffix(".npz"))
-            if k == 0 or len(block):  # the first write creates the layer, maybe empty
-                write_polygons(gpkg_tmp, block, job.grid.crs_wkt, meta, append=k > 0)
-                buildings += len(block)
-        timings["gpkg"] = time.perf_counter() - t0
+        with ThreadPoolExecutor(max_workers=len(staged),
+                                thread_name_prefix="geotiler-outputs") as pool:
+            gpkg = pool.submit(_timed, write_gpkg, job, _staging(job.outputs.gpkg))
+            geotiffs = [pool.submit(_timed, write_geotiff, job, out, _staging(out.path))
+                        for out in geotiff_outputs(job)]
+            buildings, timings["gpkg"] = gpkg.result()
+            timings["geotiffs"] = max(future.result()[1] for future in geotiffs)
+        timings["outputs"] = time.perf_counter() - t0
         for tmp, final in staged.items():
             os.replace(tmp, final)
     except BaseException:
@@ -831,6 +857,11 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
         threshold=job.config.threshold,
         timings=timings,
     )
+
+
+def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
 
 
 def abort(job: PredictJob) -> None:

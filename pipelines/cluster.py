@@ -40,9 +40,7 @@ def open_client(
     ``dask.distributed`` scheduler (``tcp://host:8786``). ``preload`` names modules a local
     cluster's workers import as they start, instead of on their first task.
     """
-    if scheduler == AUTO:
-        scheduler = LOCAL if large else THREADS
-        log.info("--scheduler auto: using %s", scheduler)
+    scheduler = _resolve(scheduler, large)
     if scheduler == THREADS:
         yield None
         return
@@ -50,6 +48,13 @@ def open_client(
 
     with _quiet_asyncio():
         yield from _distributed_client(scheduler, workers, Client, LocalCluster, preload)
+
+
+def _resolve(scheduler: str, large: bool) -> str:
+    if scheduler == AUTO:
+        scheduler = LOCAL if large else THREADS
+        log.info("--scheduler auto: using %s", scheduler)
+    return scheduler
 
 
 @contextlib.contextmanager
@@ -130,6 +135,7 @@ def start_client(
     """
     pending = PendingClient()
     release = threading.Event()
+    scheduler = _resolve(scheduler, large)
     if scheduler != THREADS:
         # imported here, not in the thread: an import holds the GIL for its whole length
         import distributed  # noqa: F401
