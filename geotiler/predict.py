@@ -97,7 +97,8 @@ MASK_NODATA = 255
 # GDAL's block cache while the GeoTIFFs are written (default: 5 % of RAM, which the COG
 # driver fills: 1.3 GB peak on 16384² vs 0.4 GB with 256 MiB, at the same speed).
 GDAL_CACHE_BYTES = 256 * 2**20
-COG_OPTIONS = {"BLOCKSIZE": 512, "OVERVIEWS": "AUTO", "BIGTIFF": "IF_SAFER",
+COG_BLOCKSIZE = 512
+COG_OPTIONS = {"BLOCKSIZE": COG_BLOCKSIZE, "OVERVIEWS": "AUTO", "BIGTIFF": "IF_SAFER",
                "NUM_THREADS": "ALL_CPUS", "PREDICTOR": "YES"}
 # Measured on a 4096² two-channel probability map: zstd 1 + predictor 0.27 s (27.5 MB),
 # deflate 1 + predictor 0.53 s (27.0 MB); the former default, deflate 3 without
@@ -604,6 +605,7 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
     the upper neighbour's ``bottom``, ``upleft`` the upper-left neighbour's ``corner``.
     """
     import rasterio
+    from rasterio.enums import Resampling
 
     from geotiler.polygons import building_channels
 
@@ -617,15 +619,44 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
     profile = {"driver": "GTiff", "width": rect.width, "height": rect.height,
                "dtype": "uint8", "crs": job.grid.crs_wkt,
                "transform": job.grid.block_transform(rect)}
+    factors = overview_factors(job)
     for kind, data in (("prob", probs), ("mask", mask[None])):
         final = job.block_file(kind, index)
         tmp = final.with_suffix(".partial")
         with rasterio.open(tmp, "w", count=data.shape[0], **profile) as dst:
             dst.write(data)
+            if factors:
+                dst.build_overviews(factors, Resampling[OVERVIEW_RESAMPLING[kind]])
         os.replace(tmp, final)
     histogram = (np.bincount(footprint[valid].ravel(), minlength=256) if job.config.otsu
                  else None)
     return BlockStats(index, windows_run, int((mask == 1).sum()), int(valid.sum()), histogram)
+
+
+# How the overviews of the output GeoTIFFs are made: probabilities averaged, the mask
+# (0 / 1 / nodata) by nearest neighbour.
+OVERVIEW_RESAMPLING = {"prob": "average", "mask": "nearest"}  # rasterio Resampling names
+
+
+def overview_factors(job: PredictJob) -> list[int]:
+    """Overview factors (2, 4, ...) of the output GeoTIFFs, made block by block.
+
+    The COG writer would otherwise read the whole grid once more and resample it at the
+    end, after the last window, when nothing else is left to overlap with: a third of
+    the output time (16384² benchmark). Each finalized block builds its own overviews
+    instead, and the outputs copy them. That is exact only where every block starts on a
+    multiple of the largest factor; otherwise (odd ``--block`` sizes) this returns [] and
+    GDAL makes them. The levels are those of GDAL's COG driver: halve until the grid fits
+    one COG tile.
+    """
+    size, factor, factors = max(job.grid.width, job.grid.height), 1, []
+    while math.ceil(size / factor) > COG_BLOCKSIZE:
+        factor *= 2
+        factors.append(factor)
+    if factors and any(edge % factors[-1] for edge in (*job.plan.row_edges[:-1],
+                                                       *job.plan.col_edges[:-1])):
+        return []
+    return factors
 
 
 def polygon_options(job: PredictJob, rect: Rect) -> tuple[PolygonOptions, float]:
@@ -662,6 +693,7 @@ def polygonize_job_block(job: PredictJob, index: tuple[int, int]) -> int:
 def rewrite_mask_block(job: PredictJob, index: tuple[int, int]) -> None:
     """Re-threshold one block's mask file from its probability file (nodata kept)."""
     import rasterio
+    from rasterio.enums import Resampling
 
     from geotiler.polygons import building_channels
 
@@ -673,6 +705,9 @@ def rewrite_mask_block(job: PredictJob, index: tuple[int, int]) -> None:
         mask = (footprint >= threshold_uint8(job.config.threshold)).astype(np.uint8)
         mask[old == MASK_NODATA] = MASK_NODATA
         dst.write(mask, 1)
+        factors = overview_factors(job)
+        if factors:
+            dst.build_overviews(factors, Resampling[OVERVIEW_RESAMPLING["mask"]])
 
 
 def block_polygons(job: PredictJob, index: tuple[int, int]) -> MapPolygons:
@@ -714,34 +749,50 @@ def read_blocks(job: PredictJob, kind: str, rect: Rect) -> np.ndarray:
     return out
 
 
-def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None) -> Path:
-    """A VRT mosaic of the block files of one kind (written in the work directory)."""
+def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
+         level: int = 0) -> Path:
+    """A VRT mosaic of the block files of one kind (written in the work directory).
+
+    ``level`` 0 is the full grid, listing the block-built overviews of
+    :func:`overview_factors` as its own; level k mosaics the blocks' k-th overviews.
+    """
     g = job.grid
-    t = g.transform
+    factors = overview_factors(job)
+    scale = factors[level - 1] if level else 1
+    t = g.transform * Affine.scale(scale)
+    width, height = math.ceil(g.width / scale), math.ceil(g.height / scale)
+    open_options = (f'<OpenOptions><OOI key="OVERVIEW_LEVEL">{level - 1}</OOI></OpenOptions>'
+                    if level else "")
+    overviews = [_vrt(job, kind, names, nodata, k) for k in range(1, len(factors) + 1)
+                 ] if not level else []
     bands = []
     for band, name in enumerate(names, start=1):
         sources = []
         for i, j in job.plan.indexes:
             core = job.plan.core(i, j)
+            w, h = math.ceil(core.width / scale), math.ceil(core.height / scale)
+            x, y = core.col0 // scale, core.row0 // scale
             sources.append(
                 f'<SimpleSource><SourceFilename relativeToVRT="1">'
-                f"{job.block_file(kind, (i, j)).name}</SourceFilename>"
+                f"{job.block_file(kind, (i, j)).name}</SourceFilename>{open_options}"
                 f"<SourceBand>{band}</SourceBand>"
-                f'<SrcRect xOff="0" yOff="0" xSize="{core.width}" ySize="{core.height}"/>'
-                f'<DstRect xOff="{core.col0}" yOff="{core.row0}" xSize="{core.width}" '
-                f'ySize="{core.height}"/></SimpleSource>')
+                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>')
         nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+        ovr = "".join(f'<Overview><SourceFilename relativeToVRT="1">{path.name}'
+                      f"</SourceFilename><SourceBand>{band}</SourceBand></Overview>"
+                      for path in overviews)
         bands.append(f'<VRTRasterBand dataType="Byte" band="{band}">'
-                     f"<Description>{escape(name)}</Description>{nd}{''.join(sources)}"
+                     f"<Description>{escape(name)}</Description>{nd}{''.join(sources)}{ovr}"
                      "</VRTRasterBand>")
     meta = json.dumps({"config": job.config.to_dict(), "model": job.model.name,
                        "source": g.path, "geotiler_version": __version__})
-    xml = (f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">'
+    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
            f"<SRS>{escape(g.crs_wkt)}</SRS>"
            f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
            f'<Metadata><MDI key="geotiler_predict">{escape(meta)}</MDI></Metadata>'
            f"{''.join(bands)}</VRTDataset>")
-    path = job.workdir / f"{kind}.vrt"
+    path = job.workdir / (f"{kind}-ovr{level}.vrt" if level else f"{kind}.vrt")
     path.write_text(xml)
     return path
 

@@ -400,3 +400,31 @@ def test_otsu_picks_the_threshold_over_the_whole_raster(tmp_path):
     with rasterio.open(tmp_path / "s_mask.tif") as a, rasterio.open(tmp_path / "d_mask.tif") as b:
         assert np.array_equal(a.read(), b.read())
         assert (a.read(1) == 1).sum() > 0
+
+
+@pytest.mark.parametrize(("block", "otsu"), [(256, False), (256, True), (250, False)])
+def test_block_built_overviews_equal_gdals(tmp_path, block, otsu):
+    """Overviews made block by block (and rebuilt after --otsu rewrites the mask) are the
+    ones GDAL makes from the whole output; blocks that do not start on a multiple of the
+    largest factor (250 px) leave them to GDAL."""
+    from rasterio.enums import Resampling
+    from rasterio.io import MemoryFile
+
+    raster, _ = boxes_raster(tmp_path / "a.tif", height=1100, width=1300)
+    predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg",
+            config(block=block, otsu=otsu, threshold=0.97 if otsu else 0.5))
+    for kind, resampling in (("prob", Resampling.average), ("mask", Resampling.nearest)):
+        path = tmp_path / f"b_{kind}.tif"
+        with rasterio.open(path) as src:
+            assert src.overviews(1) == [2, 4]
+            profile = {k: src.profile[k] for k in ("driver", "width", "height", "count",
+                                                    "dtype", "crs", "transform")}
+            full = src.read()
+        with MemoryFile() as memfile:
+            with memfile.open(**{**profile, "driver": "GTiff"}) as ref:
+                ref.write(full)
+                ref.build_overviews([2, 4], resampling)
+            for level in (0, 1):
+                with rasterio.open(path, overview_level=level) as ours, \
+                        memfile.open(overview_level=level) as theirs:
+                    np.testing.assert_array_equal(ours.read(), theirs.read())
