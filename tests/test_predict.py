@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+import sys
 
 import geopandas as gpd
 import numpy as np
@@ -428,3 +429,39 @@ def test_block_built_overviews_equal_gdals(tmp_path, block, otsu):
                 with rasterio.open(path, overview_level=level) as ours, \
                         memfile.open(overview_level=level) as theirs:
                     np.testing.assert_array_equal(ours.read(), theirs.read())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_forward_pass_keeps_its_priority_while_the_other_work_steps_back(
+        tmp_path, model_file, monkeypatch):
+    """The forward pass runs on its own thread at the caller's priority; polygonizing
+    runs on the scheduler's threads, niced, so it cannot stall torch's threads."""
+    import os
+    import threading
+
+    from pipelines import predict as pipeline
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    if niceness() >= 19:
+        pytest.skip("already at the lowest priority")
+    seen: dict[str, set[int]] = {"forward": set(), "polygonize": set()}
+    forward, polygonize = pipeline.ModelPredictor._forward, pipeline._polygonize
+
+    def record_forward(self, *args):
+        seen["forward"].add(niceness())
+        return forward(self, *args)
+
+    def record_polygonize(*args):
+        seen["polygonize"].add(niceness())
+        return polygonize(*args)
+
+    monkeypatch.setattr(pipeline.ModelPredictor, "_forward", record_forward)
+    monkeypatch.setattr(pipeline, "_polygonize", record_polygonize)
+    monkeypatch.setattr(pipeline, "_CACHE", {})
+    raster, _ = boxes_raster(tmp_path / "a.tif", 200, 260)
+    pipeline.run_predict(raster, model_file, tmp_path / "b.gpkg", config(block=64))
+    base = niceness()
+    assert seen["forward"] == {base}
+    assert seen["polygonize"] and min(seen["polygonize"]) > base
