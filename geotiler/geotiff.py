@@ -56,10 +56,9 @@ GEO_ASCII_PARAMS = 34737
 GDAL_NODATA = 42113
 _GEOKEY_TAGS = (GEO_KEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS)
 
-# TIFF field types: struct format and type code
+# TIFF field types and the struct formats of the numeric ones
 _ASCII, _SHORT, _LONG, _DOUBLE = 2, 3, 4, 12
 _FORMAT = {_SHORT: "H", _LONG: "I", _DOUBLE: "d"}
-_SIZE = {_ASCII: 1, _SHORT: 2, _LONG: 4, _DOUBLE: 8}
 
 PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_MASK = 1, 2, 4
 SAMPLE_FORMATS = {"u": 1, "i": 2, "f": 3}

@@ -803,34 +803,35 @@ def _staging(path: Path) -> Path:
 
 
 class GeoTiffOutput(NamedTuple):
-    """One output GeoTIFF: which block files, band names, nodata, overview resampling."""
+    """One output GeoTIFF: which block files, band names, nodata, final path."""
 
-    kind: str  # "prob" or "mask"
+    kind: str  # "prob" or "mask"; also picks the overview resampling
     names: Sequence[str]
     nodata: int | None
-    resampling: str
     path: Path
 
 
 def geotiff_outputs(job: PredictJob) -> list[GeoTiffOutput]:
     """The output GeoTIFFs of a job: probabilities (unless switched off) and the mask."""
     outputs = [GeoTiffOutput("mask", ["building"],
-                             MASK_NODATA if job.grid.has_nodata else None, "NEAREST",
+                             MASK_NODATA if job.grid.has_nodata else None,
                              job.outputs.mask)]
     if job.config.probabilities:
-        outputs.insert(0, GeoTiffOutput("prob", job.model.channels, None, "AVERAGE",
+        outputs.insert(0, GeoTiffOutput("prob", job.model.channels, None,
                                         job.outputs.prob))
     return outputs
 
 
 def write_geotiff(job: PredictJob, output: GeoTiffOutput, staging: Path) -> None:
-    """One cloud-optimized GeoTIFF from the block files, at ``staging``."""
+    """One cloud-optimized GeoTIFF from the block files, at ``staging``. Where the blocks
+    carry no overviews (:func:`overview_factors`), GDAL makes them the same way."""
     import rasterio
     import rasterio.shutil
 
     vrt = _vrt(job, output.kind, output.names, output.nodata)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes: rasterio passes ints on
-        rasterio.shutil.copy(vrt, staging, driver="COG", RESAMPLING=output.resampling,
+        rasterio.shutil.copy(vrt, staging, driver="COG",
+                             RESAMPLING=OVERVIEW_RESAMPLING[output.kind].upper(),
                              **COG_OPTIONS, **COG_COMPRESSION[job.config.compress])
 
 
