@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--synthetic-tiles", type=int, default=256)
     args = parser.parse_args()
 
-    from geotiler.dataset import load_dataset_info
-    from geotiler.shards import list_shards
+    from geotiler.tiles.schema import load_dataset_info
+    from geotiler.tiles.shards import list_shards
     from trainer.config import TrainConfig
     from trainer.data import ShardDataset, make_loader
     from trainer.loop import Dist, build_models, pix2pix_step, unet_step

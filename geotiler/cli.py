@@ -17,10 +17,10 @@ from typing import Any, TypeVar, cast
 import click
 
 from geotiler import __version__
-from geotiler.config import COMPRESSIONS, TARGETS, TileConfig, parse_bands, parse_split
 from geotiler.errors import ConfigError, GeotilerError
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
 from geotiler.predict import DEVICES as PREDICT_DEVICES
+from geotiler.tiles.config import COMPRESSIONS, TARGETS, TileConfig, parse_bands, parse_split
 from trainer.config import ARCHS, DEVICES, PRESET_NAMES, PRESETS, TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -179,8 +179,8 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
     Example:
       geotiler tile sample_data/area.tif --footprints sample_data/buildings.gpkg --out tiles/
     """
-    from geotiler.tiling import is_large_job
     from pipelines.cluster import start_client
+    from pipelines.tile import is_large_job
 
     config = TileConfig(
         split=parse_split(split),
@@ -190,7 +190,7 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
     # A local cluster starts (its workers importing what a tiling task needs) while the
     # rest of the pipeline is imported and the job planned.
     with start_client(scheduler, workers, large=is_large_job(rasters, config),
-                      preload=("geotiler.tiler",)) as client:
+                      preload=("geotiler.tiles.task",)) as client:
         from pipelines.tile import run_tiling
 
         report = run_tiling(

@@ -37,6 +37,7 @@ from affine import Affine
 from numpy.typing import NDArray
 
 from geotiler.blend import Rect, plan_blocks, threshold_uint8
+from geotiler.tiles.contours import SEED_RGB_CHANNELS, seed_rgb_planes
 
 Reader = Callable[[Rect], tuple[np.ndarray, np.ndarray | None]]
 
@@ -83,8 +84,8 @@ def building_channels(probs: np.ndarray, channels: Sequence[str]
     """The footprint and contour planes of a (K, H, W) block, whatever the model's target.
 
     ``footprint``/``contour`` channels are taken as they are. The seed's RGB target (white
-    buildings, green outlines) gives footprint = mean of red and blue, contour = green
-    where it exceeds the footprint. Anything else: the first channel, no contour.
+    buildings, green outlines) is read by :func:`geotiler.tiles.contours.seed_rgb_planes`.
+    Anything else: the first channel, no contour.
     """
     names = list(channels)
     if "footprint" in names:
@@ -92,11 +93,8 @@ def building_channels(probs: np.ndarray, channels: Sequence[str]
         contour = probs[names.index("contour")] if "contour" in names else None
         return footprint, contour
     if {"red", "green", "blue"} <= set(names):
-        red = probs[names.index("red")].astype(np.float32)
-        blue = probs[names.index("blue")].astype(np.float32)
-        green = probs[names.index("green")].astype(np.float32)
-        fp = (red + blue) / 2
-        ct = np.clip(green - fp, 0, None)
+        fp, ct = seed_rgb_planes(*(probs[names.index(c)].astype(np.float32)
+                                   for c in SEED_RGB_CHANNELS))
         if probs.dtype == np.uint8:
             return np.rint(fp).astype(np.uint8), np.rint(ct).astype(np.uint8)
         return fp, ct

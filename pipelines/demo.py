@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geotiler.config import TileConfig
 from geotiler.errors import ConfigError, OutputError
+from geotiler.tiles.config import TileConfig
 from trainer.config import Arch
 
 if TYPE_CHECKING:

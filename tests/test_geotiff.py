@@ -8,9 +8,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from geotiler.config import COMPRESSIONS
-from geotiler.geotiff import GeoTiffEncoder, decode
-from geotiler.tiler import band_moments
+from geotiler.tiles.config import COMPRESSIONS
+from geotiler.tiles.geotiff import GeoTiffEncoder, decode
+from geotiler.tiles.task import band_moments
 
 CUSTOM_TM = (
     'PROJCS["custom",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from geotiler.cli import main
-from geotiler.shards import iter_tiles
+from geotiler.tiles.shards import iter_tiles
 from trainer.modelfile import load_model
 
 from conftest import shared_scene

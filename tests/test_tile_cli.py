@@ -19,8 +19,8 @@ import shapely
 from click.testing import CliRunner
 
 from geotiler.cli import main
-from geotiler.dataset import load_dataset_info
-from geotiler.shards import iter_shard, iter_tiles, list_shards
+from geotiler.tiles.schema import load_dataset_info
+from geotiler.tiles.shards import iter_shard, iter_tiles, list_shards
 
 from conftest import pixel_box, write_footprints, write_raster
 

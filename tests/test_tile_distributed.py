@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from geotiler.cli import main
-from geotiler.shards import list_shards
+from geotiler.tiles.shards import list_shards
 
 distributed = pytest.importorskip("distributed")
 

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
-from geotiler.config import TileConfig
-from geotiler.contours import draw_contours
 from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo, ground_gsd, read_window
-from geotiler.masks import rasterize_labels, strip_masks, tile_masks
-from geotiler.tiler import tile_strips
-from geotiler.tiling import assign_splits, make_grid
+from geotiler.tiles.config import TileConfig
+from geotiler.tiles.contours import draw_contours
+from geotiler.tiles.grid import assign_splits, make_grid
+from geotiler.tiles.masks import rasterize_labels, strip_masks, tile_masks
+from geotiler.tiles.task import tile_strips
 
 from conftest import write_raster
 

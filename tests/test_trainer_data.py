@@ -11,8 +11,8 @@ import pytest
 import torch
 from trainer_fixtures import make_tile_dataset
 
-from geotiler.dataset import load_dataset_info
-from geotiler.shards import iter_shard, list_shards
+from geotiler.tiles.schema import load_dataset_info
+from geotiler.tiles.shards import iter_shard, list_shards
 from trainer.data import Augmentation, ShardDataset, augment, make_loader, normalize, prepare
 
 torch.set_num_threads(1)

@@ -15,10 +15,10 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from geotiler.config import TileConfig
-from geotiler.dataset import DATASET_FILE, DatasetInfo
-from geotiler.geotiff import GeoTiffEncoder
-from geotiler.shards import SHARD_DIR, ShardWriter
+from geotiler.tiles.config import TileConfig
+from geotiler.tiles.geotiff import GeoTiffEncoder
+from geotiler.tiles.schema import DATASET_FILE, DatasetInfo
+from geotiler.tiles.shards import SHARD_DIR, ShardWriter
 
 CRS_UTM = CRS.from_epsg(32636)
 

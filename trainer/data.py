@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from geotiler.dataset import DatasetInfo
-from geotiler.shards import Tile, iter_shard, read_shard_summary
+from geotiler.tiles.schema import DatasetInfo
+from geotiler.tiles.shards import Tile, iter_shard, read_shard_summary
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path
-from geotiler.dataset import DatasetInfo, load_dataset_info
 from geotiler.errors import ConfigError, DatasetError, OutputError
-from geotiler.shards import list_shards
+from geotiler.tiles.schema import DatasetInfo, load_dataset_info
+from geotiler.tiles.shards import list_shards
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.losses import GANLoss, bce_dice_loss, l1_loss

@@ -1,8 +1,9 @@
 """Validation metrics from torch batches, accumulated as counts (see geotiler.metrics).
 
 The building mask of a prediction or a target is its ``footprint`` channel for ``masks``
-targets, and the mean of red, green and blue for the seed's RGB target (white buildings
-count, green outlines alone do not); a pixel is building above ``threshold``.
+targets, and for the seed's RGB target the footprint plane of
+:func:`geotiler.tiles.contours.seed_rgb_planes` (the one rule tiling, predict and evaluate
+share); a pixel is building above ``threshold``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import numpy as np
 import torch
 
 from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion
+from geotiler.tiles.contours import seed_rgb_planes
 
 
 def building_channel(values: torch.Tensor, target: str) -> torch.Tensor:
     """(N,K,H,W) probabilities or targets in [0, 1] -> (N,H,W) building probability."""
     if target == "seed-rgb":
-        return values.mean(dim=1)
+        return seed_rgb_planes(values[:, 0], values[:, 1], values[:, 2])[0]
     return values[:, 0]
 
 

@@ -12,16 +12,13 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import rasterio
-import rasterio.errors
 from affine import Affine
 
-from geotiler.config import SPLITS, TileConfig
 from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo
+from geotiler.tiles.config import SPLITS, TileConfig
 
 # Which split survives where overlapping tiles would land on both sides of a split border:
 # held-out tiles are kept, training tiles give way.
@@ -169,27 +166,3 @@ def _guard_overlaps(codes: np.ndarray, reach: int) -> np.ndarray:
             window = padded[reach + dr : reach + dr + rows, reach + dc : reach + dc + cols]
             np.maximum(highest, window, out=highest)
     return np.where(highest > codes, np.int8(-1), codes)
-
-
-# Measured on 2 cores (benchmarks/bench_tile.py): a LocalCluster of 2 processes tiles a
-# 16384² scene 1.3x faster than threads, but takes ~1-2 s to start; below ~1000 tiles threads
-# win.
-LARGE_JOB_TILES = 1000
-
-
-def is_large_job(rasters: Sequence[Path | str], config: TileConfig) -> bool:
-    """Whether a tiling job is big enough to pay for starting worker processes.
-
-    Estimated from the rasters' headers (their pixel counts) before any planning, so that a
-    cluster can start while the job is planned.
-    """
-    pixels = 0
-    for path in rasters:
-        try:
-            with rasterio.open(path) as src:
-                pixels += src.width * src.height
-        except (rasterio.errors.RasterioIOError, OSError):
-            return False  # let planning report the bad input
-    scale = config.scale or 1.0
-    tiles = pixels / (config.stride * scale) ** 2
-    return tiles >= LARGE_JOB_TILES

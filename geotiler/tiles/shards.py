@@ -35,7 +35,7 @@ from rasterio.crs import CRS
 
 from geotiler.atomic import PARTIAL_SUFFIX, atomic_path
 from geotiler.errors import DatasetError
-from geotiler.geotiff import decode
+from geotiler.tiles.geotiff import decode
 
 log = logging.getLogger(__name__)
 

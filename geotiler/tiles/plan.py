@@ -1,7 +1,7 @@
 """Plan a tile dataset and finish it: everything around the per-shard work.
 
 :func:`plan_tiling` checks the inputs, builds each raster's grid, splits the tiles and cuts
-them into :class:`~geotiler.tiler.ShardSpec` s, each with the few footprints it can touch.
+them into :class:`~geotiler.tiles.task.ShardSpec` s, each with the few footprints it can touch.
 :func:`prepare_output` makes the output directory safe to write (or resumable), and
 :func:`finish_dataset` writes ``index.gpkg`` and ``dataset.json`` from the shard results.
 Execution of the shards belongs to :mod:`pipelines.tile`.
@@ -26,19 +26,19 @@ import pandas as pd
 import shapely
 
 from geotiler import __version__
-from geotiler.config import SPLITS, TileConfig, TileReport
-from geotiler.dataset import (
+from geotiler.errors import InputError, OutputError
+from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
+from geotiler.tiles.config import SPLITS, TileConfig, TileReport
+from geotiler.tiles.grid import TileGrid, assign_splits, make_grid
+from geotiler.tiles.schema import (
     CONFIG_FILE,
     DATASET_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
     DatasetInfo,
 )
-from geotiler.errors import InputError, OutputError
-from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
-from geotiler.shards import PARTIAL_SUFFIX, SHARD_DIR, write_json_atomic
-from geotiler.tiler import ShardResult, ShardSpec
-from geotiler.tiling import TileGrid, assign_splits, make_grid
+from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR, write_json_atomic
+from geotiler.tiles.task import ShardResult, ShardSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from geotiler.contours import draw_contours, seed_rgb_target
+from geotiler.tiles.contours import draw_contours, seed_rgb_target
 
 POLYGON = int(shapely.GeometryType.POLYGON)
 MULTIPOLYGON = int(shapely.GeometryType.MULTIPOLYGON)

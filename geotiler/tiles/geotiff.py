@@ -30,7 +30,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from geotiler.config import COMPRESSIONS
+from geotiler.tiles.config import COMPRESSIONS
 
 # TIFF tag codes (baseline TIFF 6.0, GeoTIFF 1.1 and GDAL's private nodata tag)
 NEW_SUBFILE_TYPE = 254

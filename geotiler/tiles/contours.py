@@ -8,6 +8,8 @@ touching houses gets a line too; that line later splits them into two polygons.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -56,3 +58,26 @@ def seed_rgb_target(footprint: np.ndarray, contour: np.ndarray, blur: int) -> np
     if blur:
         rgb = cv2.GaussianBlur(rgb, (blur, blur), 0)
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+SEED_RGB_CHANNELS: tuple[str, str, str] = ("red", "green", "blue")
+
+
+def seed_rgb_planes(red: Any, green: Any, blue: Any) -> tuple[Any, Any]:
+    """The one reading of the seed's RGB target: its footprint and contour planes.
+
+    The target (:func:`seed_rgb_target`) is white (255, 255, 255) on buildings and green
+    (0, 255, 0) on outlines outside the roof, then blurred; so red and blue carry the
+    footprint alone and green carries footprint or outline. Hence
+    ``footprint = (red + blue) / 2`` and ``contour = max(green - footprint, 0)``.
+    A pixel is "building" where the footprint is above half of full scale (127.5 for uint8
+    values, 0.5 for probabilities): tile statistics (:mod:`geotiler.tiles.task`), validation
+    (:mod:`trainer.metrics`), predict's polygons and masks (:mod:`geotiler.polygons`) all use
+    this function, so the same pixels count as building everywhere.
+
+    Takes float numpy arrays or torch tensors of one shape (any scale: 0..255 or 0..1);
+    returns (footprint, contour) of that shape and type. Integer inputs must be cast first
+    (uint8 sums overflow).
+    """
+    footprint = (red + blue) / 2
+    return footprint, (green - footprint).clip(min=0)

@@ -23,12 +23,13 @@ import rasterio
 import shapely
 from rasterio.enums import Resampling
 
-from geotiler.config import TileConfig
-from geotiler.geotiff import GeoTiffEncoder
 from geotiler.io import RasterInfo, read_window
-from geotiler.masks import strip_masks
-from geotiler.shards import ShardWriter
-from geotiler.tiling import TileGrid
+from geotiler.tiles.config import TileConfig
+from geotiler.tiles.contours import seed_rgb_planes
+from geotiler.tiles.geotiff import GeoTiffEncoder
+from geotiler.tiles.grid import TileGrid
+from geotiler.tiles.masks import strip_masks
+from geotiler.tiles.shards import ShardWriter
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
                     continue
                 if not valid.all():  # no targets where there is no imagery to learn them from
                     mask[:, ~valid] = 0
-                footprint = mask[0] > 127 if config.target == "masks" else mask.min(axis=0) > 127
+                footprint = (mask[0] if config.target == "masks" else seed_rgb_planes(
+                    *mask.astype(np.float32))[0]) > 127
                 building_fraction = float(np.count_nonzero(footprint)) / footprint.size
                 if spec.split == "train" and not _selected(building_fraction, key, config):
                     skipped_selection += 1
@@ -166,16 +168,6 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             "skipped_selection": skipped_selection,
         }
     return shard_result(writer.records, writer.summary)
-
-
-def write_shard_wkb(spec: ShardSpec, wkb: np.ndarray, config: TileConfig) -> ShardResult:
-    """:func:`write_shard` with the footprints given as WKB, for tasks sent to workers.
-
-    Pickling shapely geometries goes one at a time through Python (0.5 s for a 16384² scene's
-    50,000 footprints, serial in the client before any task starts, plus 0.25 s to unpickle
-    them in the workers); ``to_wkb``/``from_wkb`` do the whole array in C in a tenth of that.
-    """
-    return write_shard(spec, shapely.from_wkb(wkb), config)
 
 
 # Tiles handled together: long enough to spread the per-call costs of reading and
