@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -34,6 +33,7 @@ from numpy.typing import NDArray
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 
+from geotiler.atomic import atomic_path
 from geotiler.errors import ConfigError, InputError, OutputError
 from geotiler.io import first_line, ground_gsd, open_raster, read_vector
 
@@ -263,15 +263,8 @@ def _write_png(rgb: NDArray[np.uint8], out: Path) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - cv2 fails only on absurd sizes
         raise OutputError(f"cannot encode {out} as PNG")
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data.tobytes())
-        os.replace(tmp, out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {out}: {err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
+    with atomic_path(out) as tmp:
+        try:
+            tmp.write_bytes(data.tobytes())
+        except OSError as err:
+            raise OutputError(f"cannot write {out}: {err.strerror or err}") from None

@@ -26,6 +26,7 @@ import pandas as pd
 import shapely
 
 from geotiler import __version__
+from geotiler.atomic import atomic_path, write_json_atomic
 from geotiler.errors import InputError, OutputError
 from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
@@ -37,7 +38,7 @@ from geotiler.tiles.schema import (
     INDEX_FILE,
     DatasetInfo,
 )
-from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR, write_json_atomic
+from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
 
 log = logging.getLogger(__name__)
@@ -352,10 +353,8 @@ def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) ->
             {k: [] for k in ("key", "shard", "split", "source")}, geometry=[],
             crs=target_crs.to_wkt(),
         )
-    tmp = path.with_name(path.stem + ".partial.gpkg")
-    tmp.unlink(missing_ok=True)
-    index.to_file(tmp, layer="tiles", driver="GPKG")
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        index.to_file(tmp, layer="tiles", driver="GPKG")
 
 
 

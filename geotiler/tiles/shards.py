@@ -33,7 +33,7 @@ import tifffile
 from affine import Affine
 from rasterio.crs import CRS
 
-from geotiler.atomic import PARTIAL_SUFFIX, atomic_path
+from geotiler.atomic import PARTIAL_SUFFIX, write_json_atomic
 from geotiler.errors import DatasetError
 from geotiler.tiles.geotiff import decode
 
@@ -118,12 +118,6 @@ def read_shard_summary(shard: Path) -> dict[str, Any]:
     """The ``{name}.records.json`` of a finished shard: ``records`` plus the task summary."""
     data: dict[str, Any] = json.loads(records_path(shard).read_text())
     return data
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary name, so readers never see half a file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def list_shards(dataset_dir: Path | str, split: str | None = None) -> list[Path]:
