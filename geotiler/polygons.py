@@ -41,6 +41,12 @@ from geotiler.tiles.contours import SEED_RGB_CHANNELS, seed_rgb_planes
 
 Reader = Callable[[Rect], tuple[np.ndarray, np.ndarray | None]]
 
+# Block-wise processing (predict, evaluate, polygonizing): square blocks of BLOCK_PX px read
+# with HALO_PX px around them. The halo must exceed the largest building (px) so a building
+# crossing a block border is whole in the block that owns it; 256 px is 128 m at 0.5 m GSD.
+BLOCK_PX = 2048
+HALO_PX = 256
+
 
 @dataclass(frozen=True)
 class PolygonOptions:
@@ -297,8 +303,8 @@ def polygonize_block(footprint: np.ndarray, contour: np.ndarray | None, region: 
     return finish(geoms, scores, options)
 
 
-def polygonize_tiled(read: Reader, height: int, width: int, *, block: int = 2048,
-                     halo: int = 256, options: PolygonOptions | None = None) -> PixelPolygons:
+def polygonize_tiled(read: Reader, height: int, width: int, *, block: int = BLOCK_PX,
+                     halo: int = HALO_PX, options: PolygonOptions | None = None) -> PixelPolygons:
     """Polygonize a ``height`` x ``width`` grid block by block; memory bounded by a block.
 
     ``read(rect)`` returns the footprint and contour planes (contour may be None) of a

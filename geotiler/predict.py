@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -71,6 +71,7 @@ from geotiler.blend import (
     threshold_uint8,
     window_weights,
 )
+from geotiler.device import DEVICES, Device
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
 
 T = TypeVar("T")
@@ -87,8 +88,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Device = Literal["auto", "cpu", "cuda"]
-DEVICES: tuple[Device, ...] = get_args(Device)
 LAYER = "buildings"
 NATIVE_TOLERANCE = 1e-3  # read the raster as it is when within 0.1 % of the model's GSD
 MASK_NODATA = 255

@@ -18,16 +18,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from geotiler.device import DEVICES, Device
 from geotiler.errors import ConfigError
 
 Arch = Literal["pix2pix", "unet"]
 Preset = Literal["small", "full"]
-Device = Literal["auto", "cpu", "cuda"]
 Norm = Literal["batch", "instance"]
 
 ARCHS: tuple[Arch, ...] = get_args(Arch)
 PRESET_NAMES: tuple[Preset, ...] = get_args(Preset)
-DEVICES: tuple[Device, ...] = get_args(Device)
 NORMS: tuple[Norm, ...] = get_args(Norm)
 
 
