@@ -153,7 +153,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from geotiler.predict import PredictConfig
-    from pipelines.predict import load_predictor, run_predict
+    from pipelines.predict import run_predict
+    from trainer.inference import load_predictor
 
     torch.set_num_threads(os.cpu_count() or 1)
     predictor = load_predictor(args.model, "cpu")

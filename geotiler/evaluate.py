@@ -42,11 +42,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geotiler.blend import Rect, plan_blocks
 from geotiler.errors import InputError, OutputError
 from geotiler.io import first_line, ground_gsd, load_footprints, open_raster
 from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion
 from geotiler.polygons import PolygonOptions, polygonize_tiled, to_map
+from geotiler.predict.plan import Rect, plan_blocks
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 DEFAULT_LAYER = "buildings"

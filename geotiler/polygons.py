@@ -36,16 +36,11 @@ import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
-from geotiler.blend import Rect, plan_blocks, threshold_uint8
+from geotiler.predict.blend import threshold_uint8
+from geotiler.predict.plan import BLOCK_PX, HALO_PX, Rect, plan_blocks
 from geotiler.tiles.contours import SEED_RGB_CHANNELS, seed_rgb_planes
 
 Reader = Callable[[Rect], tuple[np.ndarray, np.ndarray | None]]
-
-# Block-wise processing (predict, evaluate, polygonizing): square blocks of BLOCK_PX px read
-# with HALO_PX px around them. The halo must exceed the largest building (px) so a building
-# crossing a block border is whole in the block that owns it; 256 px is 128 m at 0.5 m GSD.
-BLOCK_PX = 2048
-HALO_PX = 256
 
 
 @dataclass(frozen=True)

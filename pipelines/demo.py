@@ -130,7 +130,7 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, client: Client | No
              progress: bool = True) -> DemoReport:
     """Run tile -> train -> predict -> evaluate -> quick-look into ``config.out_dir``."""
     from geotiler.evaluate import evaluate, save_report
-    from geotiler.predict import output_paths
+    from geotiler.predict.job import output_paths
     from geotiler.quicklook import render_quicklook
     from pipelines.predict import run_predict
     from pipelines.tile import run_tiling

@@ -1,6 +1,6 @@
-"""The Dask graph of ``geotiler predict``, and the adapter from a model file to a predictor.
+"""The Dask graph of ``geotiler predict``.
 
-Per block of the plan (:mod:`geotiler.predict` does all the work):
+Per block of the plan (:mod:`geotiler.predict.blocks` does all the work):
 
 * ``infer``: read the block, run its windows, return its core (uint8 where already final,
   float sums only along its top and left edges) and its spills to the right, below and
@@ -10,121 +10,87 @@ Per block of the plan (:mod:`geotiler.predict` does all the work):
   written as a block file;
 * ``polygonize``: once the blocks within the halo are written, the buildings it owns.
 
-One ``compute`` at the end; the driver then writes the GeoTIFFs and the GeoPackage.
+One ``compute`` at the end; the driver then writes the GeoTIFFs and the GeoPackage
+(:func:`geotiler.predict.outputs.finish`).
 
-The model is loaded **once per process** (:func:`load_predictor` caches it by path,
-modification time and device) inside the task function: tasks carry the model's path,
-never its weights. With the threaded scheduler every thread shares the one model; its
-forward passes run one at a time on a thread of their own (torch already uses every
-core), and the scheduler's threads, which read, blend, write and polygonize meanwhile,
-run at a lower CPU priority so that they fill the cores the forward pass leaves idle
-instead of slowing it down. A ``distributed`` cluster must see the same paths.
+The model (:mod:`trainer.inference`) is loaded **once per run** by :func:`run_predict` and
+never travels with a task. With the threaded scheduler every thread shares that one model,
+which the ``infer`` tasks reach by closure; its forward passes run one at a time on a
+thread of its own (torch already uses every core), and the scheduler's threads, which
+read, blend, write and polygonize meanwhile, run at a lower CPU priority so that they fill
+the cores the forward pass leaves idle instead of slowing it down. On a ``distributed``
+cluster each worker loads the model once, through a worker plugin
+(:class:`PredictorPlugin`) that carries only the model's path and is removed when the run
+ends; the tasks carry only the plugin's name. The cluster must see the same paths.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
-import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
 
-from geotiler.predict import (
+from geotiler.device import resolve_device
+from geotiler.predict.blocks import (
     BlockOutput,
     BlockStats,
-    ModelInfo,
-    PredictConfig,
-    PredictJob,
-    Predictor,
-    PredictReport,
-    abort,
     finalize_block,
-    finish,
     infer_block,
     polygonize_job_block,
-    prepare,
     settle,
 )
+from geotiler.predict.config import ModelInfo, PredictConfig, Predictor
+from geotiler.predict.job import PredictJob, prepare
+from geotiler.predict.outputs import PredictReport, abort, finish
 
 if TYPE_CHECKING:
-    from distributed import Client
-
-    from trainer.modelfile import LoadedModel
+    from distributed import Client, Worker
 
 log = logging.getLogger(__name__)
 
-
-class ModelPredictor:
-    """A loaded model file as a :class:`geotiler.predict.Predictor`.
-
-    Every forward pass runs on one thread of its own, started by the thread that loads the
-    model, so it keeps that thread's CPU priority while the threads that read, blend and
-    polygonize may give theirs up (:func:`_background_priority`). One thread also
-    serializes the passes: torch already spreads each one over every core.
-    """
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.loaded = loaded
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geotiler-forward")
-        self._runner.submit(int).result()  # start the thread now, from this thread
-
-    @property
-    def spec(self) -> Any:
-        return self.loaded.spec
-
-    def __call__(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        return self._runner.submit(self._forward, image, valid).result()
-
-    def _forward(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        x = self.loaded.normalize(image, valid)
-        y = self.loaded.predict(x)
-        return y.float().cpu().numpy()
+Infer = Callable[[PredictJob, tuple[int, int]], BlockOutput]
+"""An ``infer`` task: a block of a job -> :func:`infer_block`'s output, with some predictor."""
 
 
-_CACHE: dict[tuple[str, int, str], ModelPredictor] = {}
-_CACHE_LOCK = threading.Lock()
+class PredictorPlugin(WorkerPlugin):
+    """Makes one predictor per ``distributed`` worker (as it registers or as a worker joins)
+    and drops it when unregistered; ``make`` is pickled to the workers, so it should carry a
+    model's path (:class:`trainer.inference.ModelLoader`), not its weights."""
+
+    def __init__(self, make: Callable[[], Predictor], name: str) -> None:
+        self.make = make
+        self.name = name
+        self.predictor: Predictor | None = None
+
+    def setup(self, worker: Worker) -> None:
+        self.predictor = self.make()
+
+    def teardown(self, worker: Worker) -> None:
+        close = getattr(self.predictor, "close", None)
+        if callable(close):
+            close()
+        self.predictor = None
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
+def _infer_on_worker(job: PredictJob, index: tuple[int, int], plugin: str) -> BlockOutput:
+    """:func:`infer_block` with the predictor this worker's plugin made."""
+    from distributed import get_worker
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_predictor(path: Path | str, device: str = "cpu") -> ModelPredictor:
-    """The model file at ``path`` on ``device``, loaded once per process."""
-    from trainer.modelfile import load_model
-
-    resolved = Path(path).resolve()
-    try:
-        stamp = resolved.stat().st_mtime_ns
-    except OSError:
-        stamp = -1  # load_model says what is wrong
-    key = (str(resolved), stamp, device)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-        if cached is None:
-            cached = _CACHE[key] = ModelPredictor(load_model(resolved, device=device))
-        return cached
-
-
-ModelSource = str | Predictor
-"""A model file's path (loaded once per process by the task) or a picklable predictor."""
-
-
-def _infer(job: PredictJob, index: tuple[int, int], source: ModelSource, device: str
-           ) -> BlockOutput:
-    predictor = load_predictor(source, device) if isinstance(source, str) else source
+    predictor = get_worker().plugins[plugin].predictor  # type: ignore[attr-defined]
+    if predictor is None:  # pragma: no cover - the plugin's setup runs before any task
+        raise RuntimeError(f"worker plugin {plugin} holds no predictor")
     return infer_block(job, index, predictor)
 
 
@@ -133,15 +99,15 @@ def _polygonize(job: PredictJob, index: tuple[int, int], after: list[BlockStats]
     return polygonize_job_block(job, index)
 
 
-def build_graph(job: PredictJob, source: ModelSource, device: str = "cpu"
-                ) -> tuple[Any, list[Any]]:
+def build_graph(job: PredictJob, run_infer: Infer) -> tuple[Any, list[Any]]:
     """The delayed settled (job, block stats) of a prepared job (:func:`settle`), and its
-    delayed block polygons."""
+    delayed block polygons; ``run_infer`` runs one block's windows."""
     job_d = dask.delayed(job, pure=True)
+    # Named, so Dask never tokenizes (pickles) the predictor the function may hold.
+    infer_d = dask.delayed(run_infer, name="infer", pure=True, nout=len(BlockOutput._fields))
     infer: dict[tuple[int, int], Any] = {}
     for i, j in job.plan.indexes:
-        infer[i, j] = dask.delayed(_infer, pure=True, nout=len(BlockOutput._fields))(
-            job_d, (i, j), source, device, dask_key_name=f"infer-{i}-{j}")
+        infer[i, j] = infer_d(job_d, (i, j), dask_key_name=f"infer-{i}-{j}")
     stats: dict[tuple[int, int], Any] = {}
     for i, j in job.plan.indexes:
         own = infer[i, j]
@@ -173,34 +139,71 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
                 progress: bool = False) -> PredictReport:
     """Predict buildings on ``raster`` with the model file ``model_path``.
 
-    Without ``client``: Dask's threaded scheduler with ``workers`` threads. With a
-    ``distributed.Client``: its cluster (each worker process loads the model once).
+    Without ``client``: Dask's threaded scheduler with ``workers`` threads, sharing the
+    model loaded here. With a ``distributed.Client``: its cluster, each worker loading the
+    model once.
+
+    Raises:
+        ConfigError, InputError, ModelFileError, OutputError: see
+            :func:`geotiler.predict.job.prepare` and :func:`trainer.inference.load_predictor`.
     """
+    from trainer.inference import ModelLoader, load_predictor
+
     config = config or PredictConfig()
     started = time.perf_counter()
     device = resolve_device(config.device)
-    predictor = load_predictor(model_path, device)  # checks the file before any work
-    model = ModelInfo.from_spec(predictor.spec, name=Path(model_path).name)
-    job = prepare(raster, model, out, config, raster_out)
-    return run_job(job, str(Path(model_path).resolve()), device, client=client,
-                   workers=workers, progress=progress, started=started)
+    path = str(Path(model_path).resolve())
+    with load_predictor(path, device) as predictor:  # checks the file before any work
+        model = ModelInfo.from_spec(predictor.spec, name=Path(model_path).name)
+        job = prepare(raster, model, out, config, raster_out)
+        return run_job(job, predictor, worker_predictor=ModelLoader(path, device),
+                       client=client, workers=workers, progress=progress, started=started)
 
 
-def run_job(job: PredictJob, source: ModelSource, device: str = "cpu", *,
-            client: Client | None = None, workers: int | None = None, progress: bool = False,
+def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = None,
+            worker_predictor: Callable[[], Predictor] | None = None,
+            workers: int | None = None, progress: bool = False,
             started: float | None = None) -> PredictReport:
-    """Compute a prepared job's graph and write its outputs; temporaries go on failure."""
+    """Compute a prepared job's graph and write its outputs; temporaries go on failure.
+
+    ``predictor`` runs the windows with the threaded scheduler. With ``client``, each
+    worker makes its own once with ``worker_predictor`` (picklable; default: a copy of
+    ``predictor``, sent once per worker).
+    """
     started = time.perf_counter() if started is None else started
     try:
-        settled, polygons = build_graph(job, source, device)
-        t0 = time.perf_counter()
-        settled_job, stats = _compute(settled, polygons, client, workers, progress)
+        with _infer_task(predictor, client, worker_predictor) as run_infer:
+            settled, polygons = build_graph(job, run_infer)
+            t0 = time.perf_counter()
+            settled_job, stats = _compute(settled, polygons, client, workers, progress)
         timings = {"compute": time.perf_counter() - t0}
         _trim_heap()
         return finish(settled_job, stats, started, timings)
     except BaseException:
         abort(job)
         raise
+
+
+@contextlib.contextmanager
+def _infer_task(predictor: Predictor, client: Client | None,
+                worker_predictor: Callable[[], Predictor] | None) -> Iterator[Infer]:
+    """The ``infer`` task function: with the threaded scheduler, :func:`infer_block` with
+    ``predictor`` bound (a closure, never copied); on a cluster, one that finds the worker's
+    predictor through a :class:`PredictorPlugin` registered for as long as this lasts."""
+    if client is None:
+        yield functools.partial(infer_block, predictor=predictor)
+        return
+    make = worker_predictor or functools.partial(_same, predictor)
+    plugin = PredictorPlugin(make, f"geotiler-predictor-{uuid.uuid4().hex}")
+    client.register_plugin(plugin)
+    try:
+        yield functools.partial(_infer_on_worker, plugin=plugin.name)
+    finally:
+        client.unregister_worker_plugin(plugin.name)
+
+
+def _same(predictor: Predictor) -> Predictor:
+    return predictor
 
 
 def _trim_heap() -> None:

@@ -1,4 +1,4 @@
-"""Window weights, window and block planning, and seamless blending (pure numpy)."""
+"""Window weights, window and block planning, and seamless blending."""
 
 from __future__ import annotations
 
@@ -9,19 +9,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geotiler.blend import (
+from geotiler.predict.blend import (
     Accumulator,
-    axis_starts,
     compact_core,
     complete_core,
     merge_core,
-    normalize,
-    plan_blocks,
-    plan_windows,
     sums_to_uint8,
-    to_uint8,
     window_weights,
 )
+from geotiler.predict.plan import axis_starts, plan_blocks, plan_windows
+
+
+def _mean(total: np.ndarray) -> np.ndarray:
+    """(K + 1, h, w) weighted sums -> (K, h, w) float means; 0 where no window ran."""
+    out = np.zeros(total[:-1].shape, dtype=np.float64)
+    np.divide(total[:-1], total[-1], out=out, where=total[-1] > 0)
+    return out
+
+
+def _uint8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities -> 0..255 rounded to nearest and saturated, the plain numpy way."""
+    return np.clip(np.rint(np.asarray(probs, np.float64) * 255), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("kind", ["hann", "linear"])
@@ -114,7 +122,7 @@ def _blend(image: np.ndarray, fn, size: int, overlap: int, block: int) -> np.nda
             pieces[i - 1, j].bottom if i else None,
             pieces[i - 1, j - 1].corner if i and j else None,
         )
-        out[:, core.row0:core.row1, core.col0:core.col1] = normalize(total)
+        out[:, core.row0:core.row1, core.col0:core.col1] = _mean(total)
     return out
 
 
@@ -129,7 +137,7 @@ def test_per_pixel_predictor_stitches_to_the_whole_map():
     whole = _per_pixel(image[None], [(0, 0)])[0]
     stitched = _blend(image, _per_pixel, size=64, overlap=16, block=100)
     assert np.abs(stitched - whole).max() < 1e-5
-    assert np.abs(to_uint8(stitched).astype(int) - to_uint8(whole).astype(int)).max() <= 1
+    assert np.abs(_uint8(stitched).astype(int) - _uint8(whole).astype(int)).max() <= 1
 
 
 def test_block_decomposition_equals_blending_in_one_block():
@@ -169,23 +177,16 @@ def test_compacted_cores_complete_to_the_same_probabilities(size, overlap, block
         assert np.array_equal(complete_core(parts[i, j], *neighbours), expected)
 
 
-def test_sums_to_uint8_is_normalize_then_to_uint8():
+def test_sums_to_uint8_rounds_the_weighted_means_and_saturates():
     rng = np.random.default_rng(5)
     total = rng.random((3, 64, 80)).astype(np.float32) * 3
     total[:-1] *= total[-1]
     total[-1, :4] = 0  # no window ran there
     fused = sums_to_uint8(total)
-    slow = to_uint8(normalize(total))
+    assert fused.dtype == np.uint8 and fused.shape == (2, 64, 80)
+    slow = _uint8(_mean(total))
     assert np.abs(fused.astype(int) - slow.astype(int)).max() <= 1  # float rounding order
     assert np.mean(fused != slow) < 1e-3
     assert not fused[:, :4].any()
-    assert to_uint8(np.array([[-0.1, 0.0, 0.5, 1.0, 1.2]], np.float32)).tolist() == [
-        [0, 0, 128, 255, 255]]
-
-
-def test_normalize_leaves_unweighted_pixels_at_zero():
-    total = np.zeros((3, 4, 4), np.float32)
-    total[:, :2] = 2.0
-    probs = normalize(total)
-    assert probs.shape == (2, 4, 4)
-    assert np.all(probs[:, :2] == 1.0) and np.all(probs[:, 2:] == 0.0)
+    edge = np.array([[[-0.1, 0.0, 0.5, 1.0, 1.2]], [[1.0] * 5]], np.float32)
+    assert sums_to_uint8(edge).tolist() == [[[0, 0, 128, 255, 255]]]

@@ -11,7 +11,6 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geotiler.blend import Rect
 from geotiler.polygons import (
     PolygonOptions,
     building_channels,
@@ -21,6 +20,7 @@ from geotiler.polygons import (
     regularize,
     to_map,
 )
+from geotiler.predict.plan import Rect
 
 
 def burn(polys, shape) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Prediction: stitching, bounded reads, grids and CRSs, outputs, failures, and the CLI.
 
-Most tests use synthetic predictors (pure functions of the pixels), so they test the
-windowing, blending, writing and polygonizing without torch; the end-to-end tests save a
-tiny random model with ``trainer.modelfile.save_model`` and run ``geotiler predict``.
+Most tests run the real pipeline (``pipelines.predict.run_job``, threaded scheduler) with
+synthetic predictors (pure functions of the pixels), so they test the windowing, blending,
+writing and polygonizing without torch; the end-to-end tests save a tiny random model with
+``trainer.modelfile.save_model`` and run ``geotiler predict``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 import shutil
 import subprocess
 import sys
+import time
 
 import geopandas as gpd
 import numpy as np
@@ -20,11 +22,21 @@ import rasterio
 import shapely
 from click.testing import CliRunner
 
-import geotiler.predict as gp
-from geotiler.blend import to_uint8
 from geotiler.cli import main
 from geotiler.errors import InputError, ModelFileError, OutputError
-from geotiler.predict import ModelInfo, PredictConfig, predict
+from geotiler.predict import blocks
+from geotiler.predict.blend import threshold_uint8
+from geotiler.predict.blocks import (
+    finalize_block,
+    infer_block,
+    otsu_threshold,
+    polygonize_job_block,
+    settle,
+)
+from geotiler.predict.config import ModelInfo, PredictConfig
+from geotiler.predict.job import prepare
+from geotiler.predict.outputs import finish
+from pipelines.predict import run_job
 
 from conftest import ORIGIN, pixel_box, write_raster
 
@@ -63,6 +75,32 @@ def config(**kw):
     return PredictConfig(**{**base, **kw})
 
 
+def predict(raster, predictor, model, out, cfg):
+    """``geotiler predict``'s pipeline (threaded scheduler) with a synthetic predictor."""
+    return run_job(prepare(raster, model, out, cfg), predictor, workers=2)
+
+
+def predict_step_by_step(raster, predictor, model, out, cfg):
+    """The block steps one after another, without Dask: what the graph must reproduce."""
+    job = prepare(raster, model, out, cfg)
+    own = {index: infer_block(job, index, predictor) for index in job.plan.indexes}
+    stats = [finalize_block(job, (i, j), *own[i, j][:3], own[i, j].valid,
+                            own[i, j].windows_run,
+                            own[i, j - 1].right if j else None,
+                            own[i - 1, j].bottom if i else None,
+                            own[i - 1, j - 1].corner if i and j else None)
+             for i, j in job.plan.indexes]
+    job, stats = settle(job, stats)
+    for index in job.plan.indexes:
+        polygonize_job_block(job, index)
+    return finish(job, stats, time.perf_counter())
+
+
+def to_uint8(probs):
+    """Probabilities -> stored 0..255 levels (rounded to nearest)."""
+    return np.clip(np.rint(np.asarray(probs, np.float64) * 255), 0, 255).astype(np.uint8)
+
+
 def test_stitched_probabilities_equal_the_whole_map_and_polygons_match(tmp_path):
     raster, boxes = boxes_raster(tmp_path / "a.tif")
     report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
@@ -85,19 +123,20 @@ def test_stitched_probabilities_equal_the_whole_map_and_polygons_match(tmp_path)
         assert best >= 0.99
     assert np.allclose(sorted(frame.area_m2), sorted(p.area for p in truth))
     assert frame.score.between(0.85, 0.95).all()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir()
+            if p.name.startswith(".") or ".partial" in p.name] == []
 
 
 def test_block_reader_never_reads_more_than_a_block_and_its_spill(tmp_path, monkeypatch):
     raster, _ = boxes_raster(tmp_path / "a.tif", 700, 610)
     seen: list[tuple[int, int]] = []
-    original = gp.read_region
+    original = blocks.read_window
 
-    def spy(src, grid, rect):
-        seen.append(rect.shape)
-        return original(src, grid, rect)
+    def spy(src, bands, bounds, size, resampling, **kwargs):
+        seen.append(size)
+        return original(src, bands, bounds, size, resampling, **kwargs)
 
-    monkeypatch.setattr(gp, "read_region", spy)
+    monkeypatch.setattr(blocks, "read_window", spy)
     cfg = config(block=128, overlap=16)
     report = predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", cfg)
     assert len(seen) == report.blocks
@@ -109,12 +148,10 @@ def test_block_reader_never_reads_more_than_a_block_and_its_spill(tmp_path, monk
 
 
 def test_dask_graph_gives_the_serial_result(tmp_path):
-    from pipelines.predict import run_job
-
     raster, _ = boxes_raster(tmp_path / "a.tif")
-    serial = predict(raster, Brightness(), MODEL, tmp_path / "s.gpkg", config())
-    job = gp.prepare(raster, MODEL, tmp_path / "d.gpkg", config())
-    report = run_job(job, Brightness(), workers=2)
+    serial = predict_step_by_step(raster, Brightness(), MODEL, tmp_path / "s.gpkg", config())
+    job = prepare(raster, MODEL, tmp_path / "d.gpkg", config())
+    report = run_job(job, Brightness(), workers=3)
     assert report.buildings == serial.buildings
     for kind in ("prob", "mask"):
         with rasterio.open(tmp_path / f"s_{kind}.tif") as a, \
@@ -336,7 +373,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, model_file):
         "a.tif", "corrupt.pt", "file", "gray.tif", "model.pt", "nocrs.tif"]
 
 
-def test_the_model_is_loaded_once_per_process(tmp_path, model_file, monkeypatch):
+def test_the_model_is_loaded_once_per_run(tmp_path, model_file, monkeypatch):
     import trainer.modelfile
     from pipelines import predict as pipeline
 
@@ -348,22 +385,35 @@ def test_the_model_is_loaded_once_per_process(tmp_path, model_file, monkeypatch)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trainer.modelfile, "load_model", counting)
-    monkeypatch.setattr(pipeline, "_CACHE", {})
     raster, _ = boxes_raster(tmp_path / "a.tif", 300, 400)
     report = pipeline.run_predict(raster, model_file, tmp_path / "b.gpkg",
                                   config(block=64, device="cpu"), workers=2)
     assert report.blocks >= 12 and len(calls) == 1
 
 
-def test_distributed_client_loads_the_model_per_worker(tmp_path, model_file):
+def test_distributed_client_loads_the_model_once_per_worker(tmp_path, model_file,
+                                                             monkeypatch):
     distributed = pytest.importorskip("distributed")
+    import trainer.modelfile
     from pipelines.predict import run_predict
 
+    calls = []
+    original = trainer.modelfile.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.modelfile, "load_model", counting)
     raster, _ = boxes_raster(tmp_path / "a.tif", 200, 260)
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
                             dashboard_address=None) as client:
         report = run_predict(raster, model_file, tmp_path / "b.gpkg",
-                             config(block=128, device="cpu"), client=client)
+                             config(block=64, device="cpu"), client=client)
+        left = client.run(lambda dask_worker: [name for name in dask_worker.plugins
+                                               if name.startswith("geotiler-predictor")])
+    assert report.blocks >= 4 and len(calls) == 1 + 2  # the driver's, one per worker
+    assert all(names == [] for names in left.values())  # each worker's model let go
     assert report.windows_run == report.windows
     assert (tmp_path / "b.gpkg").exists() and (tmp_path / "b_mask.tif").exists()
     _ = shapely  # imported for the fixtures' geometry helpers
@@ -376,24 +426,22 @@ def test_otsu_threshold_matches_opencv():
     values = np.concatenate([rng.normal(60, 15, 5000), rng.normal(190, 20, 2000)])
     image = np.clip(values, 0, 255).astype(np.uint8).reshape(1, -1)
     level, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    threshold = gp.otsu_threshold(np.bincount(image.ravel(), minlength=256))
-    assert gp.threshold_uint8(threshold) == int(level) + 1  # cv2 keeps > level
-    assert gp.otsu_threshold(np.zeros(256)) == 0.5  # nothing valid: the default
+    threshold = otsu_threshold(np.bincount(image.ravel(), minlength=256))
+    assert threshold_uint8(threshold) == int(level) + 1  # cv2 keeps > level
+    assert otsu_threshold(np.zeros(256)) == 0.5  # nothing valid: the default
 
 
 def test_otsu_picks_the_threshold_over_the_whole_raster(tmp_path):
     """A threshold far too high finds nothing; --otsu finds the bright boxes regardless,
-    the same with the serial and the Dask path."""
-    from pipelines.predict import run_job
-
+    the same step by step and with the Dask graph."""
     raster, boxes = boxes_raster(tmp_path / "a.tif")
     fixed = predict(raster, Brightness(), MODEL, tmp_path / "f.gpkg", config(threshold=0.97))
     assert fixed.buildings == 0
-    serial = predict(raster, Brightness(), MODEL, tmp_path / "s.gpkg",
-                     config(threshold=0.97, otsu=True))
+    serial = predict_step_by_step(raster, Brightness(), MODEL, tmp_path / "s.gpkg",
+                                  config(threshold=0.97, otsu=True))
     assert 90 / 255 <= serial.threshold < 230 / 255  # above the noise, below the roofs
     assert serial.buildings == len(boxes)
-    job = gp.prepare(raster, MODEL, tmp_path / "d.gpkg", config(threshold=0.97, otsu=True))
+    job = prepare(raster, MODEL, tmp_path / "d.gpkg", config(threshold=0.97, otsu=True))
     dask_report = run_job(job, Brightness(), workers=2)
     assert dask_report.threshold == serial.threshold
     assert dask_report.buildings == serial.buildings
@@ -440,6 +488,7 @@ def test_forward_pass_keeps_its_priority_while_the_other_work_steps_back(
     import threading
 
     from pipelines import predict as pipeline
+    from trainer.inference import ModelPredictor
 
     def niceness() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -447,7 +496,7 @@ def test_forward_pass_keeps_its_priority_while_the_other_work_steps_back(
     if niceness() >= 19:
         pytest.skip("already at the lowest priority")
     seen: dict[str, set[int]] = {"forward": set(), "polygonize": set()}
-    forward, polygonize = pipeline.ModelPredictor._forward, pipeline._polygonize
+    forward, polygonize = ModelPredictor._forward, pipeline._polygonize
 
     def record_forward(self, *args):
         seen["forward"].add(niceness())
@@ -457,11 +506,56 @@ def test_forward_pass_keeps_its_priority_while_the_other_work_steps_back(
         seen["polygonize"].add(niceness())
         return polygonize(*args)
 
-    monkeypatch.setattr(pipeline.ModelPredictor, "_forward", record_forward)
+    monkeypatch.setattr(ModelPredictor, "_forward", record_forward)
     monkeypatch.setattr(pipeline, "_polygonize", record_polygonize)
-    monkeypatch.setattr(pipeline, "_CACHE", {})
     raster, _ = boxes_raster(tmp_path / "a.tif", 200, 260)
     pipeline.run_predict(raster, model_file, tmp_path / "b.gpkg", config(block=64))
     base = niceness()
     assert seen["forward"] == {base}
     assert seen["polygonize"] and min(seen["polygonize"]) > base
+
+
+def test_importing_the_package_for_the_cli_loads_neither_torch_nor_opencv():
+    code = ("import sys, geotiler.predict, geotiler.cli; "
+            "print('cv2' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_model_info_defaults_come_from_the_tiler():
+    from types import SimpleNamespace
+
+    from geotiler.tiles.config import TileConfig
+
+    spec = SimpleNamespace(bands=[1, 2, 3], band_names=["r", "g", "b"], dtype="uint8",
+                           tile_size=64, gsd=0.5, mask_channels=["footprint", "contour"],
+                           tiling={})
+    assert ModelInfo.from_spec(spec).contour_width == TileConfig().contour_width
+    spec.tiling = {"contour_width": 5}
+    assert ModelInfo.from_spec(spec, name="m").contour_width == 5
+    from geotiler.polygons import BLOCK_PX, HALO_PX
+
+    assert (PredictConfig().block, PredictConfig().halo) == (BLOCK_PX, HALO_PX)
+
+
+@pytest.mark.parametrize("res", [0.25, 0.5, 0.5004, 2.0])
+def test_the_model_grid_is_the_tilers_grid_at_the_models_gsd(tmp_path, res):
+    """Prediction reads a raster at the model's GSD exactly as the tiler cut the model's
+    tiles: same pixel size and resampling (snapped to the raster's own within 0.1 %)."""
+    from geotiler.io import open_raster_info
+    from geotiler.predict.grid import model_grid
+    from geotiler.tiles.config import TileConfig
+    from geotiler.tiles.grid import make_grid, resampling_for
+
+    raster = write_raster(tmp_path / "r.tif", np.zeros((3, 80, 90), np.uint8), res=res)
+    info = open_raster_info(raster, bands=MODEL.bands)
+    grid = model_grid(info, MODEL)
+    tiles = make_grid(info, TileConfig(gsd=MODEL.gsd, size=64))
+    if grid.native:
+        assert res == 0.5004 or res == 0.5
+        assert grid.transform == info.transform and grid.resampling == "nearest"
+    else:
+        assert grid.transform.a == pytest.approx(tiles.pixel[0])
+        assert grid.resampling == resampling_for(tiles, info).name
+        assert (grid.width, grid.height) == (round(90 * res / 0.5), round(80 * res / 0.5))

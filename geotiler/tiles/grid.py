@@ -1,5 +1,9 @@
 """The tile grid and the spatial train/val/test split.
 
+The target pixel size at a GSD (:func:`gsd_factor`, :func:`scaled_pixel`) and the resampling
+it reads with (:func:`resampling_for_scale`) are shared with prediction's model grid
+(:mod:`geotiler.predict.grid`), so a model sees rasters cut exactly as its tiles were.
+
 The grid lives in the raster's CRS at the target pixel size: tile (row, col) covers output
 pixels ``[row*stride, row*stride+size)`` x ``[col*stride, col*stride+size)`` from the raster's
 top-left corner. The last row and column run past the raster's edge and are padded, so the
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from rasterio.enums import Resampling
 
 from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo
@@ -56,16 +61,39 @@ class TileGrid:
         return (left, bottom, right, top)
 
 
+def gsd_factor(info: RasterInfo, gsd: float) -> float:
+    """Target pixel over source pixel for pixels of ``gsd`` metres on the ground (the
+    raster's ground GSD is measured at its centre, so geographic CRSs work too)."""
+    return gsd / info.mean_gsd
+
+
+def scaled_pixel(info: RasterInfo, factor: float) -> tuple[float, float]:
+    """The raster's pixel size (width, height > 0) in its CRS units, times ``factor``."""
+    return (abs(info.transform.a) * factor, abs(info.transform.e) * factor)
+
+
 def target_pixel(info: RasterInfo, config: TileConfig) -> tuple[float, float]:
     """Target pixel size in the raster's CRS units, from --gsd (metres) or --scale."""
-    px, py = abs(info.transform.a), abs(info.transform.e)
     if config.gsd is not None:
-        factor = config.gsd / info.mean_gsd
+        factor = gsd_factor(info, config.gsd)
     elif config.scale is not None:
         factor = config.scale
     else:
         factor = 1.0
-    return (px * factor, py * factor)
+    return scaled_pixel(info, factor)
+
+
+def resampling_for_scale(factor: float) -> Resampling:
+    """How to read a raster at ``factor`` x its pixel size: average when shrinking (no
+    aliasing), bilinear when enlarging, an exact copy (nearest) at 1."""
+    if abs(factor - 1) < 1e-9:
+        return Resampling.nearest
+    return Resampling.average if factor > 1 else Resampling.bilinear
+
+
+def resampling_for(grid: TileGrid, info: RasterInfo) -> Resampling:
+    """The resampling that reads ``info``'s raster onto the tile grid."""
+    return resampling_for_scale(grid.pixel[0] / abs(info.transform.a))
 
 
 def make_grid(info: RasterInfo, config: TileConfig) -> TileGrid:

@@ -27,7 +27,7 @@ from geotiler.io import RasterInfo, read_window
 from geotiler.tiles.config import TileConfig
 from geotiler.tiles.contours import seed_rgb_planes
 from geotiler.tiles.geotiff import GeoTiffEncoder
-from geotiler.tiles.grid import TileGrid
+from geotiler.tiles.grid import TileGrid, resampling_for
 from geotiler.tiles.masks import strip_masks
 from geotiler.tiles.shards import ShardWriter
 
@@ -73,14 +73,6 @@ def source_key(source: str) -> str:
 def tile_key(source: str, row: int, col: int) -> str:
     """Key of a tile inside its shard."""
     return f"{source_key(source)}_r{row:04d}_c{col:04d}"
-
-
-def resampling_for(grid: TileGrid, info: RasterInfo) -> Resampling:
-    """Average when shrinking (no aliasing), bilinear when enlarging, exact copy otherwise."""
-    factor = grid.pixel[0] / abs(info.transform.a)
-    if abs(factor - 1) < 1e-9:
-        return Resampling.nearest
-    return Resampling.average if factor > 1 else Resampling.bilinear
 
 
 def keep_empty_draw(seed: int, key: str) -> float:

@@ -1,0 +1,243 @@
+"""The outputs of ``geotiler predict``, written from the block files once every block is done.
+
+:func:`finish` writes, side by side, the cloud-optimized GeoTIFFs (tiled 512 px, zstd or
+deflate, overviews; through a VRT mosaic of the block files, :func:`write_geotiff`) and
+``buildings.gpkg`` (layer ``buildings``, from the saved block polygons one block at a time,
+:func:`write_gpkg`), each under a temporary name (:func:`geotiler.atomic.atomic_path`), then
+renames every output into place at once. :func:`abort` removes the temporaries of a failed
+run. Neither the pixels nor the polygons of the whole raster are ever in memory.
+
+Outputs
+    ``{stem}_prob.tif``: one uint8 band per model channel (probability x 255).
+    ``{stem}_mask.tif``: uint8, 1 = building (footprint >= threshold), 0 = not; 255 =
+    nodata where the raster has nodata. ``{out}``: polygons with ``area_m2`` and ``score``
+    (mean footprint probability inside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+from xml.sax.saxutils import escape
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import rasterio
+import rasterio.shutil
+from affine import Affine
+
+from geotiler import __version__
+from geotiler.atomic import atomic_path, partial_path, write_text_atomic
+from geotiler.predict.blocks import BlockStats, MapPolygons, overview_factors
+from geotiler.predict.config import (
+    COG_COMPRESSION,
+    COG_OPTIONS,
+    GDAL_CACHE_BYTES,
+    LAYER,
+    MASK_NODATA,
+    OVERVIEW_RESAMPLING,
+)
+from geotiler.predict.job import PredictJob
+
+T = TypeVar("T")
+
+
+@dataclass
+class PredictReport:
+    """What a run did: its outputs, the model grid (px), work counts and timings (s)."""
+
+    raster: str
+    outputs: list[str]
+    grid: tuple[int, int]  # width, height of the model grid
+    gsd: float
+    blocks: int
+    windows: int
+    windows_run: int
+    buildings: int
+    building_fraction: float
+    seconds: float
+    threshold: float = 0.5  # the footprint threshold used (Otsu's with --otsu)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class GeoTiffOutput(NamedTuple):
+    """One output GeoTIFF: which block files, band names, nodata, final path."""
+
+    kind: str  # "prob" or "mask"; also picks the overview resampling
+    names: Sequence[str]
+    nodata: int | None
+    path: Path
+
+
+def geotiff_outputs(job: PredictJob) -> list[GeoTiffOutput]:
+    """The output GeoTIFFs of a job: probabilities (unless switched off) and the mask."""
+    outputs = [GeoTiffOutput("mask", ["building"],
+                             MASK_NODATA if job.grid.has_nodata else None,
+                             job.outputs.mask)]
+    if job.config.probabilities:
+        outputs.insert(0, GeoTiffOutput("prob", job.model.channels, None,
+                                        job.outputs.prob))
+    return outputs
+
+
+def write_geotiff(job: PredictJob, output: GeoTiffOutput, staging: Path) -> None:
+    """One cloud-optimized GeoTIFF from the block files, at ``staging``. Where the blocks
+    carry no overviews (:func:`~geotiler.predict.blocks.overview_factors`), GDAL makes
+    them the same way."""
+    vrt = _vrt(job, output.kind, output.names, output.nodata)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # bytes: rasterio passes ints on
+        rasterio.shutil.copy(vrt, staging, driver="COG",
+                             RESAMPLING=OVERVIEW_RESAMPLING[output.kind].upper(),
+                             **COG_OPTIONS, **COG_COMPRESSION[job.config.compress])
+
+
+def write_gpkg(job: PredictJob, staging: Path) -> int:
+    """The buildings GeoPackage from the saved block polygons, one block at a time;
+    returns how many buildings."""
+    meta = _metadata(job)
+    buildings = 0
+    for k, index in enumerate(job.plan.indexes):
+        block = MapPolygons.load(job.block_file("poly", index).with_suffix(".npz"))
+        if k == 0 or len(block):  # the first write creates the layer, maybe empty
+            write_polygons(staging, block, job.grid.crs_wkt, meta, append=k > 0)
+            buildings += len(block)
+    return buildings
+
+
+def write_polygons(path: Path, polygons: MapPolygons, crs_wkt: str,
+                   meta: dict[str, Any] | None = None, append: bool = False) -> None:
+    """Write (or append to) the ``buildings`` layer of a GeoPackage; with no polygons and
+    ``append`` False, a valid empty layer."""
+    frame = gpd.GeoDataFrame(
+        {"area_m2": np.round(polygons.area_m2.astype(np.float64), 3),
+         "score": np.round(polygons.score.astype(np.float64), 4)},
+        geometry=gpd.GeoSeries(polygons.geoms, crs=crs_wkt), crs=crs_wkt)
+    extra: dict[str, Any] = {"append": True} if append else {
+        "layer_metadata": {"geotiler_predict": json.dumps(meta or {})}}
+    pyogrio.write_dataframe(frame, path, layer=LAYER, driver="GPKG", geometry_type="Polygon",
+                            **extra)
+
+
+def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
+           timings: dict[str, float] | None = None) -> PredictReport:
+    """Write the final outputs from the block files and the saved polygons (one block's
+    at a time), rename them into place, remove the work directory.
+
+    ``started``: the run's ``time.perf_counter()`` at its start; ``timings`` (s) are
+    reported with this step's own added.
+
+    Raises:
+        OutputError: an output cannot be renamed into place. On any error no output is
+            left half-written (those already renamed stay) and the work directory is gone.
+    """
+    timings = dict(timings or {})
+    geotiffs = geotiff_outputs(job)
+    try:
+        # The outputs are written side by side: GDAL's COG writer compresses on every core
+        # but reads the blocks and builds overviews on one, and the GeoPackage needs none
+        # of them. Each is staged under a temporary name (keeping its extension, which GDAL
+        # goes by) until all are done; leaving the stack renames them all into place.
+        t0 = time.perf_counter()
+        with contextlib.ExitStack() as staged:
+            gpkg_tmp = staged.enter_context(atomic_path(job.outputs.gpkg, keep_suffix=True))
+            tif_tmps = [staged.enter_context(atomic_path(out.path, keep_suffix=True))
+                        for out in geotiffs]
+            with ThreadPoolExecutor(max_workers=1 + len(geotiffs),
+                                    thread_name_prefix="geotiler-outputs") as pool:
+                gpkg = pool.submit(_timed, write_gpkg, job, gpkg_tmp)
+                tifs = [pool.submit(_timed, write_geotiff, job, out, tmp)
+                        for out, tmp in zip(geotiffs, tif_tmps, strict=True)]
+                buildings, timings["gpkg"] = gpkg.result()
+                timings["geotiffs"] = max(future.result()[1] for future in tifs)
+            timings["outputs"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(job.workdir, ignore_errors=True)
+    valid = sum(s.valid_pixels for s in stats)
+    return PredictReport(
+        raster=job.grid.path,
+        outputs=[str(p) for p in job.outputs.all(job.config.probabilities)],
+        grid=(job.grid.width, job.grid.height),
+        gsd=job.model.gsd,
+        blocks=len(job.plan.indexes),
+        windows=job.plan.num_windows,
+        windows_run=sum(s.windows_run for s in stats),
+        buildings=buildings,
+        building_fraction=(sum(s.building_pixels for s in stats) / valid) if valid else 0.0,
+        seconds=time.perf_counter() - started,
+        threshold=job.config.threshold,
+        timings=timings,
+    )
+
+
+def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
+def abort(job: PredictJob) -> None:
+    """Remove the work directory and any staged output of an interrupted run."""
+    shutil.rmtree(job.workdir, ignore_errors=True)
+    for final in job.outputs.all(True):
+        partial_path(final, keep_suffix=True).unlink(missing_ok=True)
+
+
+def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
+         level: int = 0) -> Path:
+    """A VRT mosaic of the block files of one kind (written in the work directory).
+
+    ``level`` 0 is the full grid, listing the block-built overviews of
+    :func:`overview_factors` as its own; level k mosaics the blocks' k-th overviews.
+    """
+    g = job.grid
+    factors = overview_factors(job)
+    scale = factors[level - 1] if level else 1
+    t = g.transform * Affine.scale(scale)
+    width, height = math.ceil(g.width / scale), math.ceil(g.height / scale)
+    open_options = (f'<OpenOptions><OOI key="OVERVIEW_LEVEL">{level - 1}</OOI></OpenOptions>'
+                    if level else "")
+    overviews = [_vrt(job, kind, names, nodata, k) for k in range(1, len(factors) + 1)
+                 ] if not level else []
+    bands = []
+    for band, name in enumerate(names, start=1):
+        sources = []
+        for i, j in job.plan.indexes:
+            core = job.plan.core(i, j)
+            w, h = math.ceil(core.width / scale), math.ceil(core.height / scale)
+            x, y = core.col0 // scale, core.row0 // scale
+            sources.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="1">'
+                f"{job.block_file(kind, (i, j)).name}</SourceFilename>{open_options}"
+                f"<SourceBand>{band}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+        nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+        ovr = "".join(f'<Overview><SourceFilename relativeToVRT="1">{path.name}'
+                      f"</SourceFilename><SourceBand>{band}</SourceBand></Overview>"
+                      for path in overviews)
+        bands.append(f'<VRTRasterBand dataType="Byte" band="{band}">'
+                     f"<Description>{escape(name)}</Description>{nd}{''.join(sources)}{ovr}"
+                     "</VRTRasterBand>")
+    meta = json.dumps(_metadata(job))
+    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+           f"<SRS>{escape(g.crs_wkt)}</SRS>"
+           f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
+           f'<Metadata><MDI key="geotiler_predict">{escape(meta)}</MDI></Metadata>'
+           f"{''.join(bands)}</VRTDataset>")
+    path = job.workdir / (f"{kind}-ovr{level}.vrt" if level else f"{kind}.vrt")
+    write_text_atomic(path, xml)
+    return path
+
+
+def _metadata(job: PredictJob) -> dict[str, Any]:
+    """What every output records of its making (``geotiler_predict`` metadata)."""
+    return {"config": job.config.to_dict(), "model": job.model.name,
+            "source": job.grid.path, "geotiler_version": __version__}
