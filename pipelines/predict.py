@@ -199,7 +199,10 @@ def _infer_task(predictor: Predictor, client: Client | None,
     try:
         yield functools.partial(_infer_on_worker, plugin=plugin.name)
     finally:
-        client.unregister_worker_plugin(plugin.name)
+        try:
+            client.unregister_worker_plugin(plugin.name)
+        except Exception as err:  # a lost cluster must not hide the run's own error
+            log.warning("could not remove worker plugin %s: %s", plugin.name, err)
 
 
 def _same(predictor: Predictor) -> Predictor:

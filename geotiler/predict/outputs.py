@@ -195,7 +195,8 @@ def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
     """A VRT mosaic of the block files of one kind (written in the work directory).
 
     ``level`` 0 is the full grid, listing the block-built overviews of
-    :func:`overview_factors` as its own; level k mosaics the blocks' k-th overviews.
+    :func:`~geotiler.predict.blocks.overview_factors` as its own; level k mosaics the
+    blocks' k-th overviews.
     """
     g = job.grid
     factors = overview_factors(job)
