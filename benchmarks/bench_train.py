@@ -56,8 +56,8 @@ def main() -> None:
     from trainer.config import TrainConfig
     from trainer.data import ShardDataset, make_loader
     from trainer.distributed import Dist
-    from trainer.steps import build_models, pix2pix_step, unet_step
     from trainer.losses import GANLoss
+    from trainer.steps import build_models, pix2pix_step, unet_step
 
     if args.flush_denormal:
         torch.set_flush_denormal(True)

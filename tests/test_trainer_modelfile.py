@@ -165,7 +165,7 @@ def test_bad_files_raise_model_file_error(tmp_path: Path) -> None:
     older.write_bytes(good.read_bytes())
     flat = {**spec.to_dict()["dataset"], "model": spec.model.to_dict()}
     _rewrite(older, format_version=1, spec=json.dumps(flat))
-    with pytest.raises(ModelFileError, match="version 1.*retrain") as info:
+    with pytest.raises(ModelFileError, match=r"version 1.*retrain") as info:
         load_model(older)
     assert "\n" not in str(info.value)
 

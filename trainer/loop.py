@@ -32,7 +32,12 @@ from trainer.checkpoint import Progress
 from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
-    Dist, barrier, bf16_available, main_decides, setup_distributed, teardown_distributed,
+    Dist,
+    barrier,
+    bf16_available,
+    main_decides,
+    setup_distributed,
+    teardown_distributed,
 )
 from trainer.losses import GANLoss
 from trainer.modelfile import ModelSpec, save_model

@@ -83,6 +83,12 @@ def resampling_for(grid: TileGrid, info: RasterInfo) -> Resampling:
     return Resampling.average if factor > 1 else Resampling.bilinear
 
 
+def building_pixels(mask: np.ndarray, target: str) -> np.ndarray:
+    """(H,W) bool: where a (K,H,W) uint8 tile target is building (tile statistics)."""
+    plane = mask[0] if target == "masks" else seed_rgb_planes(*mask.astype(np.float32))[0]
+    return plane > 127
+
+
 def keep_empty_draw(seed: int, key: str) -> float:
     """A per-tile number in [0, 1) fixed by seed and key: the same for any worker count."""
     return zlib.crc32(f"{seed}:{key}".encode()) / 2**32
@@ -129,8 +135,7 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
                     continue
                 if not valid.all():  # no targets where there is no imagery to learn them from
                     mask[:, ~valid] = 0
-                footprint = (mask[0] if config.target == "masks" else seed_rgb_planes(
-                    *mask.astype(np.float32))[0]) > 127
+                footprint = building_pixels(mask, config.target)
                 building_fraction = float(np.count_nonzero(footprint)) / footprint.size
                 if spec.split == "train" and not _selected(building_fraction, key, config):
                     skipped_selection += 1
