@@ -88,6 +88,7 @@ def make_model(path: Path, sample: Path) -> None:
     import torch
     from rasterio.windows import Window
 
+    from geotiler.tiles.schema import DatasetInfo
     from trainer.config import ModelConfig
     from trainer.modelfile import LoadedModel, ModelSpec, save_model
     from trainer.networks import build_generator
@@ -96,10 +97,10 @@ def make_model(path: Path, sample: Path) -> None:
     config = ModelConfig(arch="unet", in_channels=3, out_channels=2, ngf=32, num_downs=5,
                          use_dropout=False)
     net = build_generator(config)
-    spec = ModelSpec(model=config, bands=[1, 2, 3], band_names=["red", "green", "blue"],
-                     dtype="uint8", mean=[90.0] * 3, std=[45.0] * 3, tile_size=TILE, gsd=0.5,
-                     mask_channels=["footprint", "contour"], target="masks",
-                     tiling={"contour_width": 3})
+    spec = ModelSpec(model=config, dataset=DatasetInfo(
+        bands=[1, 2, 3], band_names=["red", "green", "blue"], dtype="uint8", mean=[90.0] * 3,
+        std=[45.0] * 3, tile_size=TILE, gsd=0.5, mask_channels=["footprint", "contour"],
+        target="masks", config={"contour_width": 3}))
     with rasterio.open(sample) as src:
         image = src.read(window=Window(0, 0, 4 * TILE, TILE))
     windows = np.stack([image[:, :, k * TILE:(k + 1) * TILE] for k in range(4)])

@@ -55,8 +55,9 @@ def main() -> None:
     from geotiler.tiles.shards import list_shards
     from trainer.config import TrainConfig
     from trainer.data import ShardDataset, make_loader
-    from trainer.loop import Dist, build_models, pix2pix_step, unet_step
+    from trainer.distributed import Dist
     from trainer.losses import GANLoss
+    from trainer.steps import build_models, pix2pix_step, unet_step
 
     if args.flush_denormal:
         torch.set_flush_denormal(True)

@@ -138,6 +138,25 @@ def test_resume_refuses_a_different_network(tiles: Path, tmp_path: Path) -> None
     assert_one_line_error(result, 2, "does not exist")
 
 
+def test_resume_reads_a_version_1_checkpoint(tiles: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    assert run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
+               *TINY).exit_code == 0
+    ckpt = tmp_path / "m.checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    dataset = json.loads(state["dataset"])
+    identity = {k: dataset[k] for k in ("bands", "band_names", "dtype", "tile_size",
+                                        "mask_channels", "target")}
+    state.update(format_version=1, dataset=json.dumps(identity), sched_G={}, sched_D={})
+    torch.save(state, ckpt)
+    result = run(str(tiles), "--out", str(out), "--epochs", "2", "--max-steps", "1",
+                 "--resume", str(ckpt), *TINY)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "m.checkpoints" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert torch.load(ckpt, weights_only=True)["format_version"] == 2
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
     out = str(tmp_path / "m.pt")
     assert_one_line_error(run(str(tmp_path / "missing"), "--out", out, *TINY), 1,

@@ -13,7 +13,7 @@ from trainer_fixtures import make_tile_dataset
 
 from geotiler.tiles.schema import load_dataset_info
 from geotiler.tiles.shards import iter_shard, list_shards
-from trainer.data import Augmentation, ShardDataset, augment, make_loader, normalize, prepare
+from trainer.data import Augmentation, ShardDataset, augment, make_loader, prepare
 
 torch.set_num_threads(1)
 
@@ -103,14 +103,12 @@ def test_augmentation_keeps_image_and_mask_aligned() -> None:
 
 def test_fast_path_equals_normalize_then_augment(tiles: Path) -> None:
     info = load_dataset_info(tiles)
-    mean = np.asarray(info.mean, np.float32)
-    std = np.asarray(info.std, np.float32)
     tile = next(t for t in iter_shard(list_shards(tiles, "train")[0]) if not t.valid.all())
     for seed in range(6):
         aug = Augmentation.draw(np.random.default_rng(seed), 0.1)
-        fast = prepare(tile, mean, std, aug)
+        fast = prepare(tile, info, aug)
         valid = tile.valid.astype(bool)
-        slow = augment(normalize(tile.image, mean, std, valid), tile.mask / np.float32(255),
+        slow = augment(info.normalize(tile.image, valid), tile.mask / np.float32(255),
                        valid, np.random.default_rng(seed), 0.1)
         for a, b in zip(fast, slow, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from geotiler.errors import ModelFileError
+from geotiler.tiles.schema import DatasetInfo
 from trainer.config import ModelConfig
 from trainer.modelfile import ModelSpec, load_model, read_model_file, save_model
 from trainer.networks import build_generator
@@ -20,14 +21,51 @@ from trainer.networks import build_generator
 torch.set_num_threads(1)
 
 
-def make_spec(arch: str = "unet") -> ModelSpec:
-    return ModelSpec(
-        model=ModelConfig(arch=arch, ngf=4, num_downs=3),  # type: ignore[arg-type]
+def make_dataset() -> DatasetInfo:
+    return DatasetInfo(
         bands=[1, 2, 3], band_names=["red", "green", "blue"], dtype="uint8",
         mean=[100.0, 110.0, 120.0], std=[20.0, 25.0, 30.0], tile_size=32, gsd=0.5,
-        mask_channels=["footprint", "contour"], target="masks",
-        tiling={"size": 32, "target": "masks"}, training={"epochs": 1, "best_val_iou": 0.5},
+        mask_channels=["footprint", "contour"], target="masks", counts={"train": 3},
+        config={"size": 32, "target": "masks"}, extra={"created": "today"},
     )
+
+
+def make_spec(arch: str = "unet") -> ModelSpec:
+    return ModelSpec(
+        dataset=make_dataset(),
+        model=ModelConfig(arch=arch, ngf=4, num_downs=3),  # type: ignore[arg-type]
+        training={"epochs": 1, "best_val_iou": 0.5},
+    )
+
+
+def test_spec_reads_the_dataset_schema_it_embeds() -> None:
+    spec = make_spec()
+    assert spec.bands == [1, 2, 3] and spec.band_names == ["red", "green", "blue"]
+    assert spec.dtype == "uint8" and spec.mean == [100.0, 110.0, 120.0]
+    assert spec.std == [20.0, 25.0, 30.0] and spec.tile_size == 32 and spec.gsd == 0.5
+    assert spec.mask_channels == ["footprint", "contour"] and spec.target == "masks"
+    assert spec.tiling == {"size": 32, "target": "masks"} and spec.model.ngf == 4
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert data["dataset"]["format"] == "geotiler-tiles"
+    assert ModelSpec.from_dict(data) == spec
+
+
+def test_inference_normalizes_as_the_loader_does(tmp_path: Path) -> None:
+    from affine import Affine
+
+    from geotiler.tiles.shards import Tile
+    from trainer.data import prepare
+
+    spec = make_spec()
+    save_model(tmp_path / "m.pt", build_generator(spec.model), spec)
+    model = load_model(tmp_path / "m.pt")
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (3, 32, 32)).astype(np.uint8)
+    valid = rng.random((32, 32)) > 0.2
+    tile = Tile("k", image, np.zeros((2, 32, 32), np.uint8), valid, Affine.identity(), None,
+                {})  # type: ignore[arg-type]
+    loader_x = prepare(tile, spec.dataset)[0]
+    np.testing.assert_array_equal(model.normalize(image, valid).numpy(), loader_x)
 
 
 @pytest.mark.parametrize("arch", ["unet", "pix2pix"])
@@ -118,10 +156,18 @@ def test_bad_files_raise_model_file_error(tmp_path: Path) -> None:
     bad_spec = tmp_path / "bad_spec.pt"
     bad_spec.write_bytes(good.read_bytes())
     data = spec.to_dict()
-    del data["gsd"]
+    del data["dataset"]["gsd"]
     _rewrite(bad_spec, spec=json.dumps(data))
-    with pytest.raises(ModelFileError, match="lacks gsd"):
+    with pytest.raises(ModelFileError, match="dataset lacks gsd"):
         load_model(bad_spec)
+
+    older = tmp_path / "older.pt"  # format 1: a flat spec, before it embedded the dataset
+    older.write_bytes(good.read_bytes())
+    flat = {**spec.to_dict()["dataset"], "model": spec.model.to_dict()}
+    _rewrite(older, format_version=1, spec=json.dumps(flat))
+    with pytest.raises(ModelFileError, match=r"version 1.*retrain") as info:
+        load_model(older)
+    assert "\n" not in str(info.value)
 
     wrong_weights = tmp_path / "wrong_weights.pt"
     wrong_weights.write_bytes(good.read_bytes())

@@ -16,13 +16,14 @@ from trainer.networks import (
     build_generator,
     count_parameters,
     init_weights,
+    probabilities,
 )
 
 torch.set_num_threads(1)
 
 
 def test_unet_256_generator_and_patchgan_shapes() -> None:
-    config = ModelConfig()  # the paper's: 8 levels, 64 filters
+    config = ModelConfig(arch="pix2pix")  # the paper's: 8 levels, 64 filters
     g = build_generator(config).eval()
     d = build_discriminator(config).eval()
     assert 54_000_000 < count_parameters(g) < 55_000_000  # junyanz unet_256: 54.4 M
@@ -49,6 +50,28 @@ def test_unet_outputs_are_logits_pix2pix_tanh() -> None:
     with torch.no_grad():
         assert pix(x).abs().max() <= 1.0
         assert not isinstance(list(unet.modules())[-1], nn.Tanh)
+
+
+def test_probabilities_read_tanh_and_logits() -> None:
+    out = torch.tensor([-1.0, 0.0, 1.0, 3.0])
+    pix = probabilities(out, ModelConfig(arch="pix2pix"))
+    torch.testing.assert_close(pix, torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    torch.testing.assert_close(probabilities(out, ModelConfig(arch="unet")), torch.sigmoid(out))
+    assert probabilities(out.to(torch.bfloat16), ModelConfig()).dtype == torch.float32
+
+
+def test_arch_has_one_default() -> None:
+    assert ModelConfig().arch == TrainConfig().arch == "unet"
+
+
+def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
+    from trainer.steps import lr_at
+
+    config = TrainConfig(epochs=4, lr=1.0)
+    assert [lr_at(e, config) for e in range(4)] == [1.0, 1.0, pytest.approx(2 / 3),
+                                                   pytest.approx(1 / 3)]
+    flat = TrainConfig(epochs=4, lr=1.0, lr_decay=False)
+    assert [lr_at(e, flat) for e in range(4)] == [1.0] * 4
 
 
 def test_init_is_normal_0_02() -> None:
@@ -127,11 +150,12 @@ def test_unet_overfits_a_fixed_batch() -> None:
 
 
 def test_pix2pix_step_lowers_l1_on_a_fixed_batch() -> None:
-    from trainer.loop import Dist, build_models, pix2pix_step
+    from trainer.distributed import Dist
+    from trainer.steps import build_models, pix2pix_step
 
     torch.manual_seed(0)
-    model_config = ModelConfig(ngf=8, ndf=8, num_downs=3)
-    config = TrainConfig(epochs=1, lr=2e-3)
+    model_config = ModelConfig(arch="pix2pix", ngf=8, ndf=8, num_downs=3)
+    config = TrainConfig(arch="pix2pix", epochs=1, lr=2e-3)
     models = build_models(model_config, config, Dist())
     x = torch.randn(4, 3, 32, 32)
     target = (x[:, :2] > 0.3).float()

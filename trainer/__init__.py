@@ -1,0 +1,23 @@
+"""Training the building segmentation networks on geotiler tile shards.
+
+One module per job; imports flow down this list (a module imports only ones below it,
+plus :mod:`geotiler`):
+
+- :mod:`trainer.loop`: :func:`~trainer.loop.train`, the epoch loop (the one entry point).
+- :mod:`trainer.checkpoint`: RNG states, ``last.pt`` save/resume, ``metrics.csv`` and
+  ``train_config.json`` in the checkpoint directory.
+- :mod:`trainer.validate`: the validation pass (scores summed over ranks).
+- :mod:`trainer.steps`: networks + Adam optimizers (:class:`~trainer.steps.Models`), the
+  per-epoch learning rate, the U-Net step, the pix2pix alternating D/G step, one epoch.
+- :mod:`trainer.distributed`: device and ``torchrun``/DDP set-up, rank helpers, autocast.
+- :mod:`trainer.modelfile`: the model file (:class:`~trainer.modelfile.ModelSpec` embeds
+  the dataset's :class:`~geotiler.tiles.schema.DatasetInfo`), loading it for inference.
+- :mod:`trainer.data`: tiles from shards as torch samples (splitting over workers and
+  ranks, shuffling, normalization by ``DatasetInfo.normalize``, augmentation).
+- :mod:`trainer.metrics`: validation metrics as counts (IoU, F1, boundary F).
+- :mod:`trainer.losses`: GAN, L1, BCE + Dice losses.
+- :mod:`trainer.networks`: the U-Net generator, the PatchGAN, and
+  :func:`~trainer.networks.probabilities` (network output -> probabilities).
+- :mod:`trainer.config`: :class:`~trainer.config.ModelConfig` and
+  :class:`~trainer.config.TrainConfig`, the one home of every default.
+"""

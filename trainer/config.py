@@ -50,7 +50,7 @@ class ModelConfig:
             paper; there are none below 6 levels).
     """
 
-    arch: Arch = "pix2pix"
+    arch: Arch = "unet"
     in_channels: int = 3
     out_channels: int = 2
     ngf: int = 64
@@ -75,7 +75,8 @@ class ModelConfig:
 
     @property
     def output_activation(self) -> Literal["tanh", "sigmoid"]:
-        """How raw generator outputs become probabilities (see ``LoadedModel.predict``)."""
+        """The generator's last layer: ``tanh`` for pix2pix, none (logits, read through a
+        sigmoid) for the plain U-Net; see :func:`trainer.networks.probabilities`."""
         return "tanh" if self.arch == "pix2pix" else "sigmoid"
 
     def check_tile_size(self, tile_size: int) -> None:

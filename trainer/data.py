@@ -9,8 +9,9 @@ from ``(seed, epoch)`` (the same on every rank) and tiles are shuffled within a 
 per reader, so the order depends on the seed, the epoch and the reader layout only.
 
 A sample is a dict of ``image`` (C,H,W) float32 normalized per band with the dataset's
-mean/std, ``target`` (K,H,W) float32 in [0, 1] (the mask channels / 255), ``valid``
-(1,H,W) float32 (0 at nodata, which is also set to 0 in the image) and the tile ``key``.
+mean/std (:meth:`~geotiler.tiles.schema.DatasetInfo.normalize`, as at inference),
+``target`` (K,H,W) float32 in [0, 1] (the mask channels / 255), ``valid`` (1,H,W) float32
+(0 at nodata, which is also set to 0 in the image) and the tile ``key``.
 """
 
 from __future__ import annotations
@@ -43,15 +44,6 @@ def shard_tile_count(shard: Path) -> int:
         return 0
     records = data.get("records") if isinstance(data, dict) else data
     return len(records) if isinstance(records, list) else 0
-
-
-def normalize(
-    image: np.ndarray, mean: np.ndarray, std: np.ndarray, valid: np.ndarray
-) -> np.ndarray:
-    """(C,H,W) source units -> float32 (x - mean) / std, 0 where not valid."""
-    x = (image.astype(np.float32) - mean[:, None, None]) / std[:, None, None]
-    x[:, ~valid] = 0.0
-    return x
 
 
 @dataclass(frozen=True)
@@ -102,25 +94,22 @@ def augment(
 
 
 def prepare(
-    tile: Tile, mean: np.ndarray, std: np.ndarray, aug: Augmentation | None = None
+    tile: Tile, info: DatasetInfo, aug: Augmentation | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A tile as (image, target, valid) arrays: normalized, augmented by ``aug`` if given.
 
-    The same result as ``normalize`` then ``augment``, in one pass over the pixels: the
-    geometry is applied to the source arrays as views and the jitter folded into the
-    normalization (``x * contrast / std + (brightness - mean * contrast / std)``).
+    ``image`` (C,H,W) float32 by :meth:`DatasetInfo.normalize`, ``target`` (K,H,W) float32
+    in [0, 1], ``valid`` (H,W) bool. The same result as normalizing then :func:`augment`,
+    in one pass over the pixels: the geometry is applied to the source arrays as views and
+    the jitter folded into the normalization (``gain=contrast, bias=brightness``).
     """
     image, mask, valid = tile.image, tile.mask, np.asarray(tile.valid, dtype=bool)
-    scale = 1.0 / std.astype(np.float64)
-    offset = -mean.astype(np.float64) * scale
+    gain, bias = 1.0, 0.0
     if aug is not None:
         image, mask, valid = aug.geometry(image), aug.geometry(mask), aug.geometry(valid)
-        scale, offset = scale * aug.contrast, offset * aug.contrast + aug.brightness
+        gain, bias = aug.contrast, aug.brightness
     valid = np.ascontiguousarray(valid)
-    x = image.astype(np.float32)  # a contiguous copy
-    x *= scale.astype(np.float32)[:, None, None]
-    x += offset.astype(np.float32)[:, None, None]
-    x *= valid
+    x = info.normalize(image, valid, gain=gain, bias=bias)
     target = mask.astype(np.float32)
     target *= np.float32(1.0 / 255.0)
     return x, target, valid
@@ -156,8 +145,7 @@ class ShardDataset(IterableDataset):
         super().__init__()
         self.shards = [Path(s) for s in shards]
         self.counts = [shard_tile_count(s) for s in self.shards]
-        self.mean = np.asarray(info.mean, dtype=np.float32)
-        self.std = np.maximum(np.asarray(info.std, dtype=np.float32), 1e-6)
+        self.info = info
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
@@ -218,7 +206,7 @@ class ShardDataset(IterableDataset):
             tiles = _shuffled(tiles, self.shuffle_buffer, rng)
         for tile in tiles:
             aug = Augmentation.draw(rng, self.jitter) if self.augment else None
-            image, target, valid = prepare(tile, self.mean, self.std, aug)
+            image, target, valid = prepare(tile, self.info, aug)
             yield {
                 "image": torch.from_numpy(image),
                 "target": torch.from_numpy(target),

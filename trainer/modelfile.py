@@ -5,21 +5,23 @@ file)::
 
     {
         "format": "geotiler-model",
-        "format_version": 1,
+        "format_version": 2,
         "spec": "<JSON of ModelSpec>",
         "state_dict": {name: tensor, ...},    # the generator's weights and buffers, on CPU
     }
 
-The spec holds the architecture (:class:`~trainer.config.ModelConfig`), the input bands
-and their normalization, tile size, GSD, mask channels, the tiling config of the dataset,
-a training summary and the geotiler version.
+The spec (:class:`ModelSpec`) is the dataset's own schema
+(:class:`~geotiler.tiles.schema.DatasetInfo`: bands, normalization, tile size, GSD, mask
+channels, tiling config), the architecture (:class:`~trainer.config.ModelConfig`), a
+training summary and the geotiler version. Version 1 files (a flat spec) are refused: the
+model must be retrained.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,61 +31,95 @@ from torch import nn
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path
-from geotiler.errors import ConfigError, ModelFileError
+from geotiler.errors import ConfigError, DatasetError, ModelFileError
+from geotiler.tiles.schema import DatasetInfo
 from trainer.config import ModelConfig
-from trainer.networks import build_generator
+from trainer.networks import build_generator, probabilities
 
 MODEL_FORMAT = "geotiler-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 
 @dataclass
 class ModelSpec:
-    """Everything ``predict`` needs besides the weights; JSON-serialisable."""
+    """Everything ``predict`` needs besides the weights; JSON-serialisable.
 
+    The dataset's fields are read through it (``spec.bands``, ``spec.mean``, ``spec.tiling``
+    ...) so that predict needs no second copy of the contract.
+    """
+
+    dataset: DatasetInfo
     model: ModelConfig
-    bands: list[int]
-    band_names: list[str]
-    dtype: str
-    mean: list[float]
-    std: list[float]
-    tile_size: int
-    gsd: float
-    mask_channels: list[str]
-    target: str
-    tiling: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     geotiler_version: str = __version__
 
+    @property
+    def bands(self) -> list[int]:
+        return self.dataset.bands
+
+    @property
+    def band_names(self) -> list[str]:
+        return self.dataset.band_names
+
+    @property
+    def dtype(self) -> str:
+        return self.dataset.dtype
+
+    @property
+    def mean(self) -> list[float]:
+        return self.dataset.mean
+
+    @property
+    def std(self) -> list[float]:
+        return self.dataset.std
+
+    @property
+    def tile_size(self) -> int:
+        """Tile side in px."""
+        return self.dataset.tile_size
+
+    @property
+    def gsd(self) -> float:
+        """Ground sample distance in m/px."""
+        return self.dataset.gsd
+
+    @property
+    def mask_channels(self) -> list[str]:
+        return self.dataset.mask_channels
+
+    @property
+    def target(self) -> str:
+        return self.dataset.target
+
+    @property
+    def tiling(self) -> dict[str, Any]:
+        """The tiling config of the dataset (``contour_width``, ``size`` ...)."""
+        return self.dataset.config
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["model"] = self.model.to_dict()
-        return data
+        return {
+            "dataset": self.dataset.to_json(),
+            "model": self.model.to_dict(),
+            "training": self.training,
+            "geotiler_version": self.geotiler_version,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """Parse a spec; ModelFileError naming what is missing or wrong."""
         if not isinstance(data, dict):
             raise ModelFileError("model spec is not a JSON object")
-        required = ("model", "bands", "band_names", "dtype", "mean", "std", "tile_size", "gsd",
-                    "mask_channels", "target")
-        missing = [k for k in required if k not in data]
+        missing = [k for k in ("dataset", "model") if k not in data]
         if missing:
             raise ModelFileError(f"model spec lacks {', '.join(missing)}")
         try:
-            model = ModelConfig.from_dict(dict(data["model"]))
+            dataset = DatasetInfo.from_json(data["dataset"])
+        except DatasetError as err:
+            raise ModelFileError(f"model spec: its dataset {err}") from None
+        try:
             spec = cls(
-                model=model,
-                bands=[int(b) for b in data["bands"]],
-                band_names=[str(b) for b in data["band_names"]],
-                dtype=str(data["dtype"]),
-                mean=[float(m) for m in data["mean"]],
-                std=[float(s) for s in data["std"]],
-                tile_size=int(data["tile_size"]),
-                gsd=float(data["gsd"]),
-                mask_channels=[str(c) for c in data["mask_channels"]],
-                target=str(data["target"]),
-                tiling=dict(data.get("tiling") or {}),
+                dataset=dataset,
+                model=ModelConfig.from_dict(dict(data["model"])),
                 training=dict(data.get("training") or {}),
                 geotiler_version=str(data.get("geotiler_version", "unknown")),
             )
@@ -139,6 +175,11 @@ def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor
     version = payload.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise ModelFileError(f"{path} has an invalid format version {version!r}")
+    if version < MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, which this geotiler no longer "
+            f"reads (it reads {MODEL_FORMAT_VERSION}); retrain the model with geotiler train"
+        )
     if version > MODEL_FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model format version {version}, newer than this geotiler reads "
@@ -179,25 +220,17 @@ class LoadedModel:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.spec = spec
-        bands = len(spec.bands)
-        mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device)
-        self._mean = mean.view(bands, 1, 1)
-        std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).clamp_min(1e-6)
-        self._std = std.view(bands, 1, 1)
 
     @property
     def num_bands(self) -> int:
         return len(self.spec.bands)
 
-    @property
-    def size_multiple(self) -> int:
-        """Input heights and widths must be multiples of this (2**num_downs)."""
-        return int(2**self.spec.model.num_downs)
-
     def normalize(self, image: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
         """(C,H,W) or (N,C,H,W) source-dtype bands -> float32 normalized tensor on device.
 
-        Pixels where ``valid`` ((H,W) or (N,H,W), bool) is False become 0, as in training.
+        The dataset's normalization (:meth:`DatasetInfo.normalize`, as in training); pixels
+        where ``valid`` ((H,W) or (N,H,W), bool) is False become 0. Raises ModelFileError
+        if the image does not have the model's bands.
         """
         if image.ndim not in (3, 4):
             raise ModelFileError(f"expected a (C,H,W) or (N,C,H,W) image, got shape {image.shape}")
@@ -207,17 +240,10 @@ class LoadedModel:
                 f"the model takes {self.num_bands} bands ({', '.join(self.spec.band_names)}), "
                 f"the image has {channels}"
             )
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(self.device)
-        x = (x - self._mean) / self._std
-        if valid is not None:
-            v = torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(self.device)
-            x = x * v.unsqueeze(-3)
-        return x
+        x = self.spec.dataset.normalize(image, valid)
+        return torch.from_numpy(x).to(self.device)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized N x C x H x W -> probabilities in [0, 1], N x K x H x W."""
+        """Normalized N x C x H x W -> float32 probabilities in [0, 1], N x K x H x W."""
         with torch.inference_mode():
-            out = self.net(x.to(self.device, torch.float32))
-            if self.spec.model.output_activation == "tanh":
-                return ((out + 1.0) * 0.5).clamp_(0.0, 1.0)
-            return torch.sigmoid(out)
+            return probabilities(self.net(x.to(self.device, torch.float32)), self.spec.model)

@@ -204,7 +204,7 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 def build_generator(config: ModelConfig, *, init: bool = True) -> UnetGenerator:
     """The generator of ``config``: tanh outputs for pix2pix, logits for the plain U-Net."""
-    final = nn.Tanh() if config.arch == "pix2pix" else None
+    final = nn.Tanh() if config.output_activation == "tanh" else None
     net = UnetGenerator(
         config.in_channels,
         config.out_channels,
@@ -217,6 +217,19 @@ def build_generator(config: ModelConfig, *, init: bool = True) -> UnetGenerator:
     if init:
         init_weights(net)
     return net
+
+
+def probabilities(output: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Raw generator outputs (N,K,H,W) -> float32 probabilities in [0, 1] of that shape.
+
+    The one reading of the network's output, for validation and inference alike: tanh
+    outputs (pix2pix) are mapped affinely from [-1, 1], logits (plain U-Net) go through a
+    sigmoid.
+    """
+    out = output.float()
+    if config.output_activation == "tanh":
+        return ((out + 1.0) * 0.5).clamp(0.0, 1.0)
+    return torch.sigmoid(out)
 
 
 def build_discriminator(config: ModelConfig, *, init: bool = True) -> NLayerDiscriminator:

@@ -75,6 +75,12 @@ def tile_key(source: str, row: int, col: int) -> str:
     return f"{source_key(source)}_r{row:04d}_c{col:04d}"
 
 
+def building_pixels(mask: np.ndarray, target: str) -> np.ndarray:
+    """(H,W) bool: where a (K,H,W) uint8 tile target is building (tile statistics)."""
+    plane = mask[0] if target == "masks" else seed_rgb_planes(*mask.astype(np.float32))[0]
+    return plane > 127
+
+
 def keep_empty_draw(seed: int, key: str) -> float:
     """A per-tile number in [0, 1) fixed by seed and key: the same for any worker count."""
     return zlib.crc32(f"{seed}:{key}".encode()) / 2**32
@@ -121,8 +127,7 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
                     continue
                 if not valid.all():  # no targets where there is no imagery to learn them from
                     mask[:, ~valid] = 0
-                footprint = (mask[0] if config.target == "masks" else seed_rgb_planes(
-                    *mask.astype(np.float32))[0]) > 127
+                footprint = building_pixels(mask, config.target)
                 building_fraction = float(np.count_nonzero(footprint)) / footprint.size
                 if spec.split == "train" and not _selected(building_fraction, key, config):
                     skipped_selection += 1

@@ -1,0 +1,252 @@
+"""What a training run leaves beside its model file, and how a run resumes from it.
+
+The checkpoint directory (``model.checkpoints/`` beside ``model.pt`` by default) holds:
+
+- ``last.pt``: the checkpoint of the last finished epoch: weights and optimizer states of
+  the networks, every rank's RNG states, the epoch, the best val IoU so far, the metrics
+  history, and the config, network and dataset it was trained with. Read with
+  ``torch.load(weights_only=True)``; :func:`resume` continues from it exactly (CPU runs
+  repeat bit for bit). Version 1 checkpoints (which also held LR-scheduler states, now
+  derived from the epoch) resume too.
+- ``metrics.csv``: one row per epoch (losses, val scores, LR, throughput).
+- ``train_config.json``: the resolved config of the run.
+
+Only rank 0 writes; every rank restores its own RNG states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geotiler import __version__
+from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
+from geotiler.errors import ConfigError, OutputError
+from geotiler.tiles.schema import DatasetInfo
+from trainer.config import TrainConfig
+from trainer.distributed import Dist, all_gather
+from trainer.steps import Models
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "geotiler-checkpoint"
+CHECKPOINT_VERSION = 2
+CHECKPOINT_NAME = "last.pt"
+METRICS_NAME = "metrics.csv"
+CONFIG_NAME = "train_config.json"
+
+
+@dataclass
+class Progress:
+    """How far a run has come: what a checkpoint carries besides weights and RNG states."""
+
+    epoch: int = 0  # epochs completed
+    best_iou: float | None = None
+    best_epoch: int | None = None  # 1-based
+    history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.csv rows
+    images: int = 0  # training images seen, all epochs and ranks
+
+
+# --- RNG state ------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, CUDA, numpy and Python RNG states as tensors and plain values."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):
+            torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    models: Models,
+    progress: Progress,
+    config: TrainConfig,
+    info: DatasetInfo,
+    ctx: Dist,
+) -> None:
+    """Write ``last.pt`` after an epoch. Every rank calls it (their RNG states are
+    gathered); rank 0 writes, atomically. Raises OutputError if it cannot be written."""
+    rngs = all_gather(rng_state(), ctx)
+    if not ctx.is_main:
+        return
+    state = {
+        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+        "epoch": progress.epoch,
+        "config": json.dumps(config.to_dict()),
+        "model": json.dumps(models.config.to_dict()),
+        "dataset": json.dumps(info.to_json()),
+        "G": models.g.state_dict(), "opt_G": models.opt_g.state_dict(),
+        "D": models.d.state_dict() if models.d is not None else {},
+        "opt_D": models.opt_d.state_dict() if models.opt_d is not None else {},
+        "rng": rngs,
+        "best_iou": progress.best_iou, "best_epoch": progress.best_epoch,
+        "history": json.dumps(progress.history), "images": progress.images,
+    }
+    path = ckpt_dir / CHECKPOINT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (never runs code from the file).
+
+    ``path`` is the file or its directory. Raises ConfigError (a ``--resume`` message) if
+    it is missing, unreadable, not a checkpoint or from a newer geotiler.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ConfigError(f"--resume: checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"--resume: {path} is not a readable checkpoint: {first[:200]}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"--resume: {path} is not a geotiler training checkpoint")
+    if state.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise ConfigError(f"--resume: {path} was written by a newer geotiler; upgrade geotiler")
+    return state
+
+
+def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path: Path) -> None:
+    """ConfigError unless the checkpoint was trained on such tiles with such a network."""
+    diffs = info.network_differences(json.loads(state["dataset"]))
+    if diffs:
+        raise ConfigError(
+            f"--resume: checkpoint {path} was trained on different tiles ({'; '.join(diffs)}); "
+            "resume with the dataset it was trained on, or start a new run"
+        )
+    saved_model = json.loads(state["model"])
+    now = models.config.to_dict()
+    diffs = [f"{k}: checkpoint {saved_model.get(k)!r}, now {v!r}"
+             for k, v in now.items() if saved_model.get(k) != v]
+    if diffs:
+        raise ConfigError(
+            f"--resume: checkpoint {path} holds a different network ({'; '.join(diffs)}); "
+            "pass the same --arch/--preset/--ngf/--ndf/--num-downs as the run that wrote it"
+        )
+
+
+def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
+           ctx: Dist) -> Progress:
+    """Load the checkpoint at ``path`` into ``models`` and this rank's RNGs; its progress.
+
+    Raises ConfigError if it cannot be read or was trained on other tiles or another
+    network. With a different number of processes the random streams are re-seeded
+    (the run goes on, but no longer repeats an uninterrupted one exactly).
+    """
+    state = load_checkpoint(path)
+    _check_resume(state, info, models, path)
+    models.g.load_state_dict(state["G"])
+    models.opt_g.load_state_dict(state["opt_G"])
+    if models.d is not None and models.opt_d is not None:
+        models.d.load_state_dict(state["D"])
+        models.opt_d.load_state_dict(state["opt_D"])
+    progress = Progress(
+        epoch=int(state["epoch"]), best_iou=state.get("best_iou"),
+        best_epoch=state.get("best_epoch"), history=json.loads(state["history"]),
+        images=int(state.get("images", 0)),
+    )
+    rngs = state["rng"]
+    if len(rngs) == ctx.world_size:
+        set_rng_state(rngs[ctx.rank])
+    else:
+        log.warning("resuming with %d processes instead of %d: random streams are re-seeded",
+                    ctx.world_size, len(rngs))
+        seed_everything(config.seed + 1000 * progress.epoch + ctx.rank)
+    if ctx.is_main:
+        log.info("resuming from %s after epoch %d", path, progress.epoch)
+    if progress.epoch >= config.epochs:
+        log.warning("the checkpoint already has %d epochs (--epochs %d): nothing to do; "
+                    "raise --epochs to train on", progress.epoch, config.epochs)
+    return progress
+
+
+# --- the checkpoint directory ---------------------------------------------------------------
+
+
+def default_checkpoint_dir(out_path: Path | str) -> Path:
+    """Checkpoints beside the model file: ``model.pt`` -> ``model.checkpoints/``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".checkpoints")
+
+
+def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite: bool) -> None:
+    """OutputError if the run would clobber a model file or an earlier run's checkpoint."""
+    if out_path.is_dir():
+        raise OutputError(f"--out {out_path} is a directory; give a file name like model.pt")
+    if out_path.exists() and not (overwrite or resume):
+        raise OutputError(f"--out {out_path} exists; pass --overwrite to replace it")
+    last = ckpt_dir / CHECKPOINT_NAME
+    if last.exists() and not (overwrite or resume):
+        raise OutputError(
+            f"{ckpt_dir} holds the checkpoint of an earlier run; pass --resume {last} to "
+            "continue it or --overwrite to start over"
+        )
+
+
+def start_checkpoint_dir(ckpt_dir: Path, fresh: bool, resolved: dict[str, Any]) -> None:
+    """Create ``ckpt_dir`` and write ``train_config.json`` (``resolved``); with ``fresh``
+    (``--overwrite`` without ``--resume``) drop the checkpoint and metrics of an old run."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (ckpt_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (ckpt_dir / METRICS_NAME).unlink(missing_ok=True)
+    write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """``history`` (one dict per epoch) as CSV, columns in order of first appearance."""
+    fields: list[str] = []
+    for row in history:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(path, buf.getvalue())
