@@ -236,12 +236,13 @@ class Footprints:
 
 
 def read_vector(path: Path,
-                within: tuple[CRS, tuple[float, float, float, float]] | None = None
-                ) -> gpd.GeoDataFrame:
+                within: tuple[CRS, tuple[float, float, float, float]] | None = None,
+                *, layer: str | None = None) -> gpd.GeoDataFrame:
     """A vector file as a GeoDataFrame, in the file's CRS.
 
     GeoParquet (by its suffix) is read whole; any other format goes through OGR, and with
     ``within`` (a CRS and bounds in it) only the features meeting those bounds are read.
+    ``layer``: the layer to read (OGR formats with several; default: the first).
     Errors are the readers' own: callers word them for their input.
     """
     import geopandas as gpd  # heavy (pandas): imported only where vectors are read
@@ -257,7 +258,7 @@ def read_vector(path: Path,
             crs, bounds = within
             bbox = rasterio.warp.transform_bounds(crs, CRS.from_user_input(file_crs),
                                                   *bounds, densify_pts=21)
-    return gpd.read_file(path, bbox=bbox)
+    return gpd.read_file(path, bbox=bbox, layer=layer)
 
 
 def load_footprints(path: Path | str) -> Footprints:

@@ -13,7 +13,6 @@ training log's val IoU and ``benchmarks/ablation.py`` answer the second question
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geotiler.atomic import write_json_atomic
 from geotiler.errors import ConfigError, OutputError
 from geotiler.tiles.config import TileConfig
 from trainer.config import Arch
@@ -187,5 +187,5 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, client: Client | No
         true_buildings=report.buildings.truth, seconds={k: round(v, 1) for k, v in
                                                           seconds.items()},
     )
-    (out / "demo.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_json_atomic(out / "demo.json", asdict(result))
     return result

@@ -144,3 +144,47 @@ def test_cli_truth_without_crs_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no CRS" in lines[0]
+
+
+def test_cli_defaults_are_the_config_defaults():
+    from geotiler.evaluate import EvalConfig
+
+    params = {p.name: p.default for p in main.commands["evaluate"].params}
+    assert params["tolerance"] == EvalConfig().tolerance
+    assert params["iou_threshold"] == EvalConfig().iou_threshold
+
+
+@pytest.mark.parametrize("args", [{"tolerance": -1.0}, {"iou_threshold": 0.0},
+                                  {"iou_threshold": 1.5}])
+def test_config_refuses_values_out_of_range(args):
+    from geotiler.errors import ConfigError
+    from geotiler.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError):
+        EvalConfig(**args)
+
+
+def test_config_sets_tolerance_and_threshold(tmp_path):
+    from geotiler.evaluate import EvalConfig
+
+    report = evaluate(mask_tif(tmp_path / "m.tif", BOXES), truth_gpkg(tmp_path / "t.gpkg"),
+                      config=EvalConfig(tolerance=1.5, iou_threshold=0.9))
+    assert report.boundary is not None and report.boundary.tolerance_m == 1.5
+    assert report.boundary.tolerance_px == pytest.approx(3.0)
+    assert report.buildings.iou_threshold == 0.9
+
+
+def test_saved_report_is_strict_json_written_atomically(tmp_path):
+    from geotiler.errors import OutputError
+    from geotiler.evaluate import save_report
+
+    report = evaluate(mask_tif(tmp_path / "m.tif", BOXES), truth_gpkg(tmp_path / "t.gpkg"))
+    assert report.pixels is not None
+    report.pixels.iou = float("nan")
+    out = tmp_path / "sub" / "metrics.json"
+    save_report(report, out)
+    data = json.loads(out.read_text())  # parses: NaN became null
+    assert data["pixels"]["iou"] is None and data["buildings"]["f1"] == 1.0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json"]
+    with pytest.raises(OutputError, match="--overwrite"):
+        save_report(report, out)

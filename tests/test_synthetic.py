@@ -131,14 +131,15 @@ def test_buildings_never_overlap_but_rows_touch(sample) -> None:
 
 
 def test_buildings_stay_off_roads_and_sidewalks(sample) -> None:
-    from geotiler.synthetic import _Z_ROAD, _Z_WALK, _plan
+    from geotiler.synthetic.palette import Z_ROAD, Z_WALK
+    from geotiler.synthetic.plan import make_plan
 
     _, vec, spec = sample
-    plan = _plan(spec)
+    plan = make_plan(spec)
     to_map = spec.transform
     roads = np.array([
         shapely.Polygon([to_map * tuple(xy) for xy in plan.paints.ring(int(i))])
-        for i in np.flatnonzero(np.isin(plan.paint_z, (_Z_ROAD, _Z_WALK)))])
+        for i in np.flatnonzero(np.isin(plan.paint_z, (Z_ROAD, Z_WALK)))])
     assert len(roads) > 10
     geoms = np.array(gpd.read_file(vec).geometry)
     hits = shapely.STRtree(roads).query(geoms, predicate="intersects")
@@ -148,14 +149,15 @@ def test_buildings_stay_off_roads_and_sidewalks(sample) -> None:
 def test_roof_pixels_are_exactly_the_rasterized_footprints(sample) -> None:
     """The renderer burns roofs from the same polygons: rasterizing the file onto the
     raster's grid gives back its roof id raster pixel for pixel."""
-    from geotiler.synthetic import _plan, _render_block
+    from geotiler.synthetic.plan import make_plan
+    from geotiler.synthetic.render import render_block
 
     _, vec, spec = sample
     frame = gpd.read_file(vec)
     labels = rasterio.features.rasterize(
         zip(frame.geometry, frame["id"], strict=True), out_shape=(spec.height, spec.width),
         transform=spec.transform, dtype="int32")
-    _, ids = _render_block(_plan(spec), 0, spec.height, 0, spec.width)
+    _, ids = render_block(make_plan(spec), 0, spec.height, 0, spec.width)
     np.testing.assert_array_equal(labels, ids)
 
 
@@ -252,3 +254,22 @@ def test_committed_sample_data_is_what_the_script_makes(sample) -> None:
     assert same_footprints(gpd.read_file(committed_vec), gpd.read_file(vec))
     size = committed_tif.stat().st_size + committed_vec.stat().st_size
     assert size < 3 * 1024 * 1024
+
+
+def test_a_failed_write_leaves_nothing_and_keeps_the_earlier_raster(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The GeoTIFF is written under a temporary name and renamed only once the footprints
+    are written too; a failure removes both new files and keeps what was there."""
+    import geotiler.synthetic.scene as scene
+
+    tif, vec, _ = generate(tmp_path, seed=3)
+    before = tif.read_bytes()
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(scene, "_write_vector", fail)
+    with pytest.raises(OSError, match="disk full"):
+        make_scene(tif, vec, SceneSpec(width=64, height=64, seed=4))
+    assert tif.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tif.name]

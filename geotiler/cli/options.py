@@ -1,0 +1,48 @@
+"""Options shared by several ``geotiler`` commands, declared once.
+
+Each is a decorator (or a factory of one where the help text names what the command
+replaces or runs on), applied like ``@click.option``. Range checks use Click's own types, so a
+bad value is a usage error (exit 2) naming the option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from geotiler.device import DEVICES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def overwrite_option(help_text: str) -> Callable[[F], F]:
+    """``--overwrite``: a flag; ``help_text`` says what it replaces for this command."""
+    return click.option("--overwrite", is_flag=True, help=help_text)
+
+
+progress_option = click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+
+
+def scheduler_options(func: F) -> F:
+    """``--scheduler`` and ``--workers``, shared by the commands that run Dask graphs."""
+    func = click.option(
+        "--workers", type=click.IntRange(min=1), default=None,
+        help="Threads (or local-cluster processes) to use. Default: one per core.",
+    )(func)
+    func = click.option(
+        "--scheduler", default="auto", show_default=True, metavar="auto|threads|local|ADDRESS",
+        help="Where Dask runs the work: 'threads' in this process, 'local' for a LocalCluster "
+        "of processes (faster for large jobs, ~3 s to start), 'auto' to pick between them by "
+        "the job's size, or the address of a running "
+        "dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 (workers must see the same paths).",
+    )(func)
+    return func
+
+
+def device_option(default: str, help_text: str) -> Callable[[F], F]:
+    """``--device`` (:data:`geotiler.device.DEVICES`), with the command config's default."""
+    return click.option("--device", type=click.Choice(DEVICES), default=default,
+                        show_default=True, help=help_text)

@@ -1,0 +1,138 @@
+"""What an evaluation found: the metric records, the report, its table and its JSON file.
+
+Plain dataclasses (no heavy imports), so a report can be built, printed and saved anywhere.
+Ratios are in [0, 1]; counts are pixels or buildings; tolerances are in metres and pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geotiler.atomic import write_json_atomic
+from geotiler.errors import OutputError
+
+if TYPE_CHECKING:
+    from geotiler.metrics import BoundaryCounts, Confusion
+
+
+@dataclass
+class PixelMetrics:
+    """Pixel scores of the building class (counts in px), and the seed method's four
+    two-class scores (pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU)."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    iou: float
+    precision: float
+    recall: float
+    f1: float
+    pixel_accuracy: float
+    mean_accuracy: float
+    mean_iou: float
+    fw_iou: float
+
+    @classmethod
+    def from_confusion(cls, c: Confusion) -> PixelMetrics:
+        seed = c.seed_scores()
+        return cls(c.tp, c.fp, c.fn, c.tn, c.iou, c.precision, c.recall, c.f1,
+                   seed["pixel_accuracy"], seed["mean_accuracy"], seed["mean_iou"],
+                   seed["fw_iou"])
+
+
+@dataclass
+class BoundaryMetrics:
+    """Boundary F-score: building edges within ``tolerance_m`` m (``tolerance_px`` px)."""
+
+    tolerance_m: float
+    tolerance_px: float
+    precision: float
+    recall: float
+    f_score: float
+
+    @classmethod
+    def from_counts(cls, b: BoundaryCounts, tolerance_m: float, tolerance_px: float
+                    ) -> BoundaryMetrics:
+        return cls(tolerance_m, tolerance_px, b.precision, b.recall, b.f_score)
+
+
+@dataclass
+class BuildingMetrics:
+    """Per-building scores (SpaceNet): one-to-one matches at IoU >= ``iou_threshold``."""
+
+    predicted: int
+    truth: int
+    matched: int
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float  # over matched pairs
+    iou_threshold: float
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation found; ``pixels``/``boundary`` are None without a grid."""
+
+    pred: str
+    truth: str
+    crs: str
+    grid: str | None  # the raster whose grid the pixel scores use
+    pixels: PixelMetrics | None
+    boundary: BoundaryMetrics | None
+    buildings: BuildingMetrics
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def format_table(self) -> str:
+        """A readable summary (what the CLI prints)."""
+        rows: list[tuple[str, str]] = []
+        b = self.buildings
+        rows += [("buildings: predicted / truth / matched",
+                  f"{b.predicted} / {b.truth} / {b.matched}"),
+                 (f"building precision (IoU >= {b.iou_threshold:g})", f"{b.precision:.4f}"),
+                 ("building recall", f"{b.recall:.4f}"),
+                 ("building F1", f"{b.f1:.4f}"),
+                 ("mean IoU of matched buildings", f"{b.mean_iou:.4f}")]
+        if self.pixels is not None:
+            p = self.pixels
+            rows += [("pixel IoU", f"{p.iou:.4f}"), ("pixel precision", f"{p.precision:.4f}"),
+                     ("pixel recall", f"{p.recall:.4f}"), ("pixel F1", f"{p.f1:.4f}"),
+                     ("pixel accuracy (seed)", f"{p.pixel_accuracy:.4f}"),
+                     ("mean accuracy (seed)", f"{p.mean_accuracy:.4f}"),
+                     ("mean IoU (seed)", f"{p.mean_iou:.4f}"),
+                     ("frequency-weighted IoU (seed)", f"{p.fw_iou:.4f}")]
+        if self.boundary is not None:
+            d = self.boundary
+            rows.append((f"boundary F-score ({d.tolerance_m:g} m = {d.tolerance_px:g} px)",
+                         f"{d.f_score:.4f}"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def save_report(report: EvalReport, path: Path | str, overwrite: bool = False) -> Path:
+    """Write the report as JSON (strict: NaN as null; sorted keys) to ``path``.
+
+    The folder is created if needed; the file is written under a temporary name and then
+    renamed (:func:`geotiler.atomic.write_json_atomic`).
+
+    Raises:
+        OutputError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; use --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+    write_json_atomic(path, report.to_dict())
+    return path

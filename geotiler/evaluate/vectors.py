@@ -1,0 +1,79 @@
+"""Vector-side inputs: the prediction layer's polygons, split into single polygons and
+limited to the evaluated extent.
+
+Layers are read through :func:`geotiler.io.read_vector`; truth footprints go through
+:func:`geotiler.io.load_footprints` (see :mod:`geotiler.evaluate.score`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import shapely
+from rasterio.crs import CRS
+
+from geotiler.errors import InputError
+from geotiler.io import Footprints, first_line, read_vector
+
+#: The layer :mod:`geotiler.predict` writes; read when the file has it, else the first layer.
+DEFAULT_LAYER = "buildings"
+_WHOLE_FILE_SUFFIXES = (".parquet", ".geoparquet")  # no layers: read_vector reads it whole
+
+
+def read_polygons(path: Path) -> Footprints:
+    """Polygons of a prediction layer (``buildings`` or the first layer), repaired and split
+    into single polygons, in the file's CRS (an empty layer gives an empty array).
+
+    Raises:
+        InputError: the file is missing, unreadable or has no CRS.
+    """
+    import pyogrio
+
+    if not path.exists():
+        raise InputError(f"prediction {path} does not exist")
+    try:
+        layer = None
+        if path.suffix.lower() not in _WHOLE_FILE_SUFFIXES:
+            layers = [name for name, _ in pyogrio.list_layers(path)]
+            layer = DEFAULT_LAYER if DEFAULT_LAYER in layers else (layers[0] if layers else None)
+        frame = read_vector(path, layer=layer)
+    except Exception as err:  # pyogrio raises several types; the message is what matters
+        raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
+    if frame.crs is None:
+        raise InputError(f"prediction {path} has no CRS; set one with ogr2ogr -a_srs")
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    geoms = geoms[present]
+    bad = ~shapely.is_valid(geoms)
+    if bad.any():
+        geoms = geoms.copy()
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    return Footprints(path=path, geoms=polygons_only(geoms),
+                      crs=CRS.from_user_input(frame.crs.to_wkt()), repaired=int(bad.sum()),
+                      dropped=int((~present).sum()))
+
+
+def polygons_only(geoms: np.ndarray) -> np.ndarray:
+    """Single polygons: multipolygons split, non-polygonal parts dropped (object array)."""
+    if len(geoms) == 0:
+        return np.empty(0, dtype=object)
+    parts = shapely.get_parts(geoms)
+    parts = shapely.get_parts(parts)  # collections inside make_valid results
+    kind = shapely.get_type_id(parts)
+    polys = parts[kind == 3]
+    multi = parts[kind == 6]
+    if len(multi):
+        polys = np.concatenate([polys, shapely.get_parts(multi)])
+    return np.asarray(polys[~shapely.is_empty(polys)], dtype=object)
+
+
+def inside(geoms: np.ndarray, bounds: tuple[float, float, float, float]) -> np.ndarray:
+    """The geometries whose representative point lies in ``bounds`` (left, bottom, right,
+    top; left and top edges included)."""
+    if len(geoms) == 0:
+        return geoms
+    pts = shapely.get_coordinates(shapely.point_on_surface(geoms))
+    x, y = pts[:, 0], pts[:, 1]
+    left, bottom, right, top = bounds
+    return geoms[(x >= left) & (x < right) & (y > bottom) & (y <= top)]

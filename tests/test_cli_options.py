@@ -1,0 +1,58 @@
+"""The CLI's option defaults come from the config dataclasses, and shared options are the same
+option everywhere (declared once in geotiler/cli/options.py)."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from geotiler.cli import main
+from geotiler.device import DEVICES
+from geotiler.predict import PredictConfig
+from geotiler.tiles.config import TileConfig
+from pipelines.demo import DemoConfig
+from trainer.config import TrainConfig
+
+
+def defaults(command: str) -> dict[str, object]:
+    return {p.name: p.default for p in main.commands[command].params}
+
+
+def test_every_command_is_registered():
+    assert set(main.commands) == {"tile", "train", "predict", "evaluate", "demo"}
+
+
+def test_demo_defaults_are_demo_config_defaults():
+    got, config = defaults("demo"), DemoConfig()
+    assert got["out_dir"] == str(config.out_dir)
+    assert (got["minutes"], got["arch"], got["seed"]) == (config.minutes, config.arch,
+                                                          config.seed)
+
+
+def test_command_defaults_are_config_defaults():
+    tile, train, predict = defaults("tile"), defaults("train"), defaults("predict")
+    assert (tile["size"], tile["overlap"], tile["seed"]) == (TileConfig().size,
+                                                             TileConfig().overlap,
+                                                             TileConfig().seed)
+    assert (train["epochs"], train["device"]) == (TrainConfig().epochs, TrainConfig().device)
+    assert (predict["block"], predict["halo"], predict["device"]) == (
+        PredictConfig().block, PredictConfig().halo, PredictConfig().device)
+
+
+def test_shared_options_are_declared_once():
+    for name in ("tile", "predict"):
+        params = {p.name: p for p in main.commands[name].params}
+        assert params["scheduler"].default == "auto"
+        assert params["progress"].default is True
+    for name in ("train", "predict"):
+        device = next(p for p in main.commands[name].params if p.name == "device")
+        assert tuple(device.type.choices) == DEVICES  # type: ignore[attr-defined]
+    for name in main.commands:
+        assert any(p.name == "overwrite" for p in main.commands[name].params)
+
+
+def test_a_bad_setting_is_one_line_with_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--footprints",
+                                       "x.gpkg"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:")
