@@ -86,7 +86,7 @@ def test_touching_buildings_are_split_by_the_contour():
     merged = polygonize_block(fp, None, whole(shape))
     assert len(merged) == 1
     split = polygonize_block(fp, contours([a, b], shape), whole(shape),
-                             options=PolygonOptions(grow=3))
+                             options=PolygonOptions())
     assert len(split) == 2
     for poly in (a, b):
         assert best_iou(poly, split.geoms) >= 0.9
@@ -98,8 +98,8 @@ def test_labels_do_not_depend_on_where_the_block_starts():
     a, b = shapely.box(10, 10, 40, 40), shapely.box(40, 12, 70, 38)
     shape = (80, 100)
     fp, ct = burn([a, b], shape), contours([a, b], shape)
-    n0, lab0 = label_buildings(fp, ct, 0.5, 3)
-    n1, lab1 = label_buildings(fp[5:, 3:], ct[5:, 3:], 0.5, 3)
+    n0, lab0 = label_buildings(fp, ct, 0.5)
+    n1, lab1 = label_buildings(fp[5:, 3:], ct[5:, 3:], 0.5)
     assert n0 == n1 == 2
     assert np.array_equal(lab0[5:, 3:], lab1)
 

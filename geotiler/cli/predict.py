@@ -18,11 +18,13 @@ from geotiler.cli.options import (
     progress_option,
     scheduler_options,
 )
+from geotiler.instances import InstanceOptions
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
 
 log = logging.getLogger("geotiler")
 
 _PREDICT = PredictConfig()
+_INST = _PREDICT.instances
 
 
 @click.command()
@@ -57,6 +59,21 @@ _PREDICT = PredictConfig()
               show_default=True, help="Drop polygons smaller than this many m².")
 @click.option("--regularize/--no-regularize", default=_PREDICT.regularize, show_default=True,
               help="Square the corners of nearly rectangular buildings.")
+@click.option("--contour-threshold", type=click.FloatRange(0, 1),
+              default=_INST.contour_threshold, show_default=True,
+              help="Contour probability at or above which a pixel is an outline (instance "
+              "markers are the footprint off the outlines).")
+@click.option("--merge-contour", type=click.FloatRange(0, 1), default=_INST.merge_contour,
+              show_default=True,
+              help="Neighbouring parts whose shared border has a lower mean contour "
+              "probability are one building (roof ridges, shadows); 0 keeps every cut.")
+@click.option("--min-marker-area", type=click.FloatRange(min=0),
+              default=_INST.min_marker_area_m2, show_default=True,
+              help="Instance markers smaller than this many m² are dropped.")
+@click.option("--min-fragment", type=click.FloatRange(min=0), default=_INST.min_fragment_m2,
+              show_default=True,
+              help="Parts smaller than this many m² join the neighbour they share the "
+              "longest border with.")
 @device_option(_PREDICT.device, "Where the model runs ('auto': CUDA when available).")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
@@ -84,7 +101,13 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     from pipelines.cluster import open_client
     from pipelines.predict import run_predict
 
-    config = PredictConfig(**options)
+    instances = InstanceOptions(
+        contour_threshold=options.pop("contour_threshold"),
+        merge_contour=options.pop("merge_contour"),
+        min_marker_area_m2=options.pop("min_marker_area"),
+        min_fragment_m2=options.pop("min_fragment"),
+    )
+    config = PredictConfig(instances=instances, **options)
     with open_client(scheduler, workers) as client:
         report = run_predict(raster, model_path, out, config, raster_out=raster_out,
                              client=client, workers=workers,

@@ -131,5 +131,5 @@ def mask_polygons(grid: Grid, block: int = BLOCK_PX, halo: int = HALO_PX) -> np.
             return building, None
 
         found = polygonize_tiled(read, grid.height, grid.width, block=block, halo=halo,
-                                 options=PolygonOptions(grow=0))
+                                 options=PolygonOptions())
     return to_map(found.geoms, grid.transform)

@@ -298,7 +298,7 @@ def polygon_options(job: PredictJob, rect: Rect) -> tuple[PolygonOptions, float]
     pixel_area = gx * gy
     options = PolygonOptions(
         threshold=job.config.threshold,
-        grow=job.model.contour_width if "contour" in job.model.channels else 0,
+        instances=job.config.instances.in_pixels(math.sqrt(pixel_area)),
         simplify=job.config.simplify / math.sqrt(pixel_area),
         min_area=job.config.min_area / pixel_area,
         regularize=job.config.regularize,

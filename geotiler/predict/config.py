@@ -13,11 +13,12 @@ nor torch, and only the light :mod:`geotiler.predict.plan` of this package.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from geotiler.device import DEVICES, Device
 from geotiler.errors import ConfigError
+from geotiler.instances import InstanceOptions
 from geotiler.predict.plan import BLOCK_PX, HALO_PX
 from geotiler.tiles.config import TileConfig
 
@@ -68,6 +69,8 @@ class PredictConfig:
         simplify: Douglas-Peucker tolerance in metres (0 keeps the pixel outline).
         min_area: polygons smaller than this (m²) are dropped.
         regularize: square the corners of rectangular-enough polygons.
+        instances: how the footprint and contour planes become one polygon per building
+            (:class:`geotiler.instances.InstanceOptions`, sizes in m and m²).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
         compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
@@ -88,6 +91,7 @@ class PredictConfig:
     simplify: float = 0.5
     min_area: float = 4.0
     regularize: bool = False
+    instances: InstanceOptions = field(default_factory=InstanceOptions)
     device: Device = "auto"
     probabilities: bool = True
     compress: Literal["zstd", "deflate"] = "zstd"
@@ -110,6 +114,7 @@ class PredictConfig:
             raise ConfigError(f"--simplify must be >= 0 metres, got {self.simplify}")
         if self.min_area < 0:
             raise ConfigError(f"--min-area must be >= 0 m², got {self.min_area}")
+        self.instances.check()
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {DEVICES}, got {self.device!r}")
         if self.compress not in COG_COMPRESSION:
