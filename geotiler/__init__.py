@@ -1,4 +1,23 @@
 """geotiler: GeoTIFFs and building footprints in, georeferenced tile shards, a segmentation
-model and building polygons out."""
+model and building polygons out.
+
+Layout (imports flow down: ``cli`` -> ``pipelines`` -> ``trainer`` -> the library below;
+nothing here imports click except :mod:`geotiler.cli`, nothing imports Dask except
+:mod:`pipelines`):
+
+- :mod:`geotiler.cli` -- the Click commands, one module per command, shared options;
+- :mod:`geotiler.tiles` -- ``geotiler tile``: config, grid & splits, masks & contours, tile
+  GeoTIFFs, shards, the per-shard task, planning, the ``dataset.json`` schema;
+- :mod:`geotiler.predict` -- ``geotiler predict``: config, block plan, blending, the model
+  grid, the job, the block steps, the COG/GeoPackage outputs;
+- :mod:`geotiler.evaluate` -- ``geotiler evaluate``: pixel, per-building and boundary scores;
+- :mod:`geotiler.instances` -- footprint + contour probabilities -> one label per building;
+- :mod:`geotiler.polygons` -- labelled blocks -> polygons, each building once;
+- :mod:`geotiler.metrics` -- confusion and boundary counts shared by training and evaluate;
+- :mod:`geotiler.io` -- rasters and vectors in (windows, GSD, footprints);
+- :mod:`geotiler.atomic` -- the one write-then-rename helper;
+- :mod:`geotiler.device`, :mod:`geotiler.errors`, :mod:`geotiler.quicklook`,
+  :mod:`geotiler.synthetic` (our own labelled scenes: sample data, tests, benchmarks).
+"""
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyproj
@@ -282,25 +282,33 @@ def load_footprints(path: Path | str) -> Footprints:
         )
     if len(frame) == 0:
         raise InputError(f"footprints {path} hold no features")
-    geoms = np.asarray(frame.geometry.values, dtype=object)
-    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
-    geoms = geoms[present]
-    invalid = ~shapely.is_valid(geoms)
-    if invalid.any():
-        geoms = geoms.copy()
-        geoms[invalid] = shapely.make_valid(geoms[invalid])
+    geoms, repaired, missing = repair_geometries(frame.geometry.values)
     polygonal = np.array([_polygonal_part(g) for g in geoms], dtype=object)
     keep = np.array([g is not None and not g.is_empty for g in polygonal], dtype=bool)
-    dropped = int((~present).sum() + (~keep).sum())
     if not keep.any():
         raise InputError(f"footprints {path} hold no polygons")
     return Footprints(
         path=path,
         geoms=polygonal[keep],
         crs=CRS.from_user_input(frame.crs.to_wkt()),
-        repaired=int(invalid.sum()),
-        dropped=dropped,
+        repaired=repaired,
+        dropped=missing + int((~keep).sum()),
     )
+
+
+def repair_geometries(values: Any) -> tuple[np.ndarray, int, int]:
+    """Drop missing and empty geometries and repair invalid ones (``shapely.make_valid``).
+
+    Returns (geometries as an object array, how many were repaired, how many dropped).
+    """
+    geoms = np.asarray(values, dtype=object)
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    geoms = geoms[present]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid])
+    return geoms, int(invalid.sum()), int((~present).sum())
 
 
 def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry | None:

@@ -14,7 +14,7 @@ import shapely
 from rasterio.crs import CRS
 
 from geotiler.errors import InputError
-from geotiler.io import Footprints, first_line, read_vector
+from geotiler.io import Footprints, first_line, read_vector, repair_geometries
 
 #: The layer :mod:`geotiler.predict` writes; read when the file has it, else the first layer.
 DEFAULT_LAYER = "buildings"
@@ -42,16 +42,10 @@ def read_polygons(path: Path) -> Footprints:
         raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
     if frame.crs is None:
         raise InputError(f"prediction {path} has no CRS; set one with ogr2ogr -a_srs")
-    geoms = np.asarray(frame.geometry.values, dtype=object)
-    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
-    geoms = geoms[present]
-    bad = ~shapely.is_valid(geoms)
-    if bad.any():
-        geoms = geoms.copy()
-        geoms[bad] = shapely.make_valid(geoms[bad])
+    geoms, repaired, dropped = repair_geometries(frame.geometry.values)
     return Footprints(path=path, geoms=polygons_only(geoms),
-                      crs=CRS.from_user_input(frame.crs.to_wkt()), repaired=int(bad.sum()),
-                      dropped=int((~present).sum()))
+                      crs=CRS.from_user_input(frame.crs.to_wkt()), repaired=repaired,
+                      dropped=dropped)
 
 
 def polygons_only(geoms: np.ndarray) -> np.ndarray:
