@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from geotiler.device import resolve_device
+from geotiler.device import resolve_device, resolve_precision
 from geotiler.errors import ConfigError
 
 
@@ -33,6 +33,7 @@ class Dist:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # this call started the process group and ends it
+    precision: str = "fp32"  # resolved: "fp32" or "bf16" (geotiler.device.resolve_precision)
 
     @property
     def is_main(self) -> bool:
@@ -50,11 +51,12 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name} is not an integer") from None
 
 
-def setup_distributed(device: str) -> Dist:
-    """Pick the device and join the process group when launched by torchrun.
+def setup_distributed(device: str, precision: str = "fp32") -> Dist:
+    """Pick the device and precision, and join the process group when launched by torchrun.
 
-    ``device`` is one of :data:`geotiler.device.DEVICES`. Raises ConfigError for ``cuda``
-    without a GPU or a malformed ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``.
+    ``device`` is one of :data:`geotiler.device.DEVICES`, ``precision`` one of
+    :data:`geotiler.device.PRECISIONS`. Raises ConfigError for ``cuda`` without a GPU,
+    ``bf16`` without native bfloat16, or a malformed ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``.
     """
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -72,7 +74,7 @@ def setup_distributed(device: str) -> Dist:
     if world > 1 and not use_cuda:  # share the cores between the processes of this host
         local_world = _env_int("LOCAL_WORLD_SIZE", world)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    return Dist(rank, world, local_rank, dev, owns)
+    return Dist(rank, world, local_rank, dev, owns, resolve_precision(precision, dev.type))
 
 
 def teardown_distributed(ctx: Dist) -> None:
@@ -151,13 +153,8 @@ def no_sync(net: nn.Module) -> contextlib.AbstractContextManager[Any]:
     return net.no_sync() if isinstance(net, DistributedDataParallel) else contextlib.nullcontext()
 
 
-def bf16_available(ctx: Dist) -> bool:
-    """Whether this device can autocast to bfloat16 (CUDA GPUs from Ampere on)."""
-    return ctx.device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def autocast(ctx: Dist, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast on a CUDA device that has it when ``amp``; else nothing."""
-    if amp and bf16_available(ctx):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(ctx: Dist, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on ``ctx.device`` when ``precision`` (resolved) is ``bf16``."""
+    if precision == "bf16":
+        return torch.autocast(ctx.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

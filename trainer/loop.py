@@ -34,7 +34,6 @@ from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
     Dist,
     barrier,
-    bf16_available,
     main_decides,
     setup_distributed,
     teardown_distributed,
@@ -66,6 +65,7 @@ class TrainSummary:
     images_per_second: float = 0.0
     skipped_tiles: int = 0
     device: str = "cpu"
+    precision: str = "fp32"  # resolved: fp32 or bf16
     world_size: int = 1
     resumed_from: int | None = None
     parameters: int = 0
@@ -86,7 +86,7 @@ def train(
     ``resume`` is a checkpoint (or its directory) of an earlier run to continue exactly.
     Raises DatasetError, ConfigError or OutputError with a message a user can act on.
     """
-    ctx = setup_distributed(config.device)
+    ctx = setup_distributed(config.device, config.precision)
     try:
         return _train(Path(tiles_dir), Path(out_path), config, ctx,
                       Path(checkpoint_dir) if checkpoint_dir else None,
@@ -172,8 +172,7 @@ def _train(
         log.info("training %s (%s preset, %.1fM parameters) on %d train / %d val tiles, "
                  "%d process(es) on %s", model_config.arch, config.preset, parameters / 1e6,
                  data.train.num_tiles, data.val.num_tiles, ctx.world_size, ctx.device)
-        if ctx.device.type == "cuda" and config.amp and not bf16_available(ctx):
-            log.info("this GPU has no bfloat16: training in float32")
+        log.info("precision: %s (--precision %s)", ctx.precision, config.precision)
 
     tiles_here = data.train.tiles_of_rank(data.workers)
     expected_steps = math.ceil(tiles_here / config.effective_batch_size)
@@ -250,7 +249,8 @@ def _train(
         best_epoch=state.best_epoch, best_val_iou=state.best_iou, val=last_val,
         train_loss=last_loss, images=run_images, seconds=time.perf_counter() - start_time,
         images_per_second=run_images / run_seconds if run_seconds else 0.0,
-        skipped_tiles=skipped, device=str(ctx.device), world_size=ctx.world_size,
+        skipped_tiles=skipped, device=str(ctx.device), precision=ctx.precision,
+        world_size=ctx.world_size,
         resumed_from=start_epoch if resume is not None else None, parameters=parameters,
     )
 
@@ -264,7 +264,8 @@ def _training_summary(state: Progress, val: dict[str, float], loss: dict[str, fl
         "best_epoch": state.best_epoch, "best_val_iou": state.best_iou, "val": val,
         "train_loss": loss, "images": state.images, "batch_size": config.effective_batch_size,
         "lr": config.effective_lr, "seed": config.seed, "world_size": ctx.world_size,
-        "device": str(ctx.device), "tiles": str(tiles_dir), "seconds": round(seconds, 1),
+        "device": str(ctx.device), "precision": ctx.precision, "tiles": str(tiles_dir),
+        "seconds": round(seconds, 1),
     }
 
 

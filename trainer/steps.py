@@ -116,18 +116,18 @@ def pix2pix_step(
     if d is None or d_net is None or opt_d is None:
         raise RuntimeError("pix2pix needs a discriminator")
     real_b = target * 2.0 - 1.0
-    with autocast(ctx, config.amp):
+    with autocast(ctx, ctx.precision):
         fake_b = models.generator(image)
 
     # D: fake pairs then real pairs; gradients accumulate (one all-reduce under DDP).
     _set_requires_grad(d_net, True)
     opt_d.zero_grad(set_to_none=True)
     with no_sync(d):
-        with autocast(ctx, config.amp):
+        with autocast(ctx, ctx.precision):
             pred_fake = d(torch.cat([image, fake_b.detach()], 1))
         loss_d_fake = gan_loss(pred_fake, False, valid)
         (loss_d_fake * 0.5).backward()
-    with autocast(ctx, config.amp):
+    with autocast(ctx, ctx.precision):
         pred_real = d(torch.cat([image, real_b], 1))
     loss_d_real = gan_loss(pred_real, True, valid)
     (loss_d_real * 0.5).backward()
@@ -136,7 +136,7 @@ def pix2pix_step(
     # G: fool D (D frozen, used unwrapped so DDP sees no second forward) and stay near L1.
     _set_requires_grad(d_net, False)
     models.opt_g.zero_grad(set_to_none=True)
-    with autocast(ctx, config.amp):
+    with autocast(ctx, ctx.precision):
         pred_fake = d_net(torch.cat([image, fake_b], 1))
     loss_g_gan = gan_loss(pred_fake, True, valid)
     loss_g_l1 = l1_loss(fake_b, real_b, valid) * config.lambda_l1
@@ -164,7 +164,7 @@ def unet_step(
     Shapes as in :func:`pix2pix_step`.
     """
     models.opt_g.zero_grad(set_to_none=True)
-    with autocast(ctx, config.amp):
+    with autocast(ctx, ctx.precision):
         logits = models.generator(image)
     loss = bce_dice_loss(logits, target, valid)
     loss.backward()

@@ -37,7 +37,7 @@ def validate(
     with torch.inference_mode():
         for batch in loader:
             image = batch["image"].to(ctx.device, non_blocking=True)
-            with autocast(ctx, config.amp):
+            with autocast(ctx, ctx.precision):
                 prob = probabilities(net(image), model_config)
             meter.update(prob, batch["target"], batch["valid"])
     net.train()
