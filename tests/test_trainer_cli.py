@@ -64,7 +64,8 @@ def test_one_epoch_writes_a_model_that_predicts(tiles: Path, tmp_path: Path) -> 
     ckpt = tmp_path / "model.checkpoints"
     assert (ckpt / "last.pt").is_file()
     rows = list(csv.DictReader((ckpt / "metrics.csv").open()))
-    assert len(rows) == 1 and {"val_iou", "val_f1", "val_boundary_f", "loss_g_l1"} <= set(rows[0])
+    assert len(rows) == 1
+    assert {"val_iou", "val_f1", "val_boundary_f", "loss_g_recon"} <= set(rows[0])
     resolved = json.loads((ckpt / "train_config.json").read_text())
     assert resolved["model"]["ngf"] == 4 and resolved["config"]["batch_size"] == 4
     # a second run refuses to clobber the first

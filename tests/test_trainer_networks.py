@@ -133,7 +133,7 @@ def test_losses_ignore_nodata_pixels() -> None:
 
 def test_unet_overfits_a_fixed_batch() -> None:
     torch.manual_seed(0)
-    config = ModelConfig(arch="unet", ngf=8, num_downs=3)
+    config = ModelConfig(arch="unet", ngf=8, num_downs=3, use_dropout=False)
     g = build_generator(config)
     opt = torch.optim.Adam(g.parameters(), lr=2e-3)
     x = torch.randn(4, 3, 32, 32)
@@ -149,18 +149,29 @@ def test_unet_overfits_a_fixed_batch() -> None:
     assert losses[-1] < 0.15 * losses[0]
 
 
-def test_pix2pix_step_lowers_l1_on_a_fixed_batch() -> None:
+@pytest.mark.parametrize("recon", ["l1", "bce-dice"])
+def test_pix2pix_step_lowers_its_reconstruction_loss_on_a_fixed_batch(recon: str) -> None:
     from trainer.distributed import Dist
     from trainer.steps import build_models, pix2pix_step
 
     torch.manual_seed(0)
-    model_config = ModelConfig(arch="pix2pix", ngf=8, ndf=8, num_downs=3)
-    config = TrainConfig(arch="pix2pix", epochs=1, lr=2e-3)
+    model_config = ModelConfig(arch="pix2pix", ngf=8, ndf=8, num_downs=3, use_dropout=False)
+    config = TrainConfig(arch="pix2pix", epochs=1, lr=2e-3, recon=recon)
     models = build_models(model_config, config, Dist())
     x = torch.randn(4, 3, 32, 32)
     target = (x[:, :2] > 0.3).float()
     valid = torch.ones(4, 1, 32, 32)
     gan = GANLoss()
-    l1 = [float(pix2pix_step(models, gan, x, target, valid, config, Dist())["loss_g_l1"])
+    l1 = [float(pix2pix_step(models, gan, x, target, valid, config, Dist())["loss_g_recon"])
           for _ in range(300)]
     assert sum(l1[-10:]) / 10 < 0.2 * sum(l1[:10]) / 10
+
+
+@pytest.mark.parametrize(("num_downs", "levels"), [(8, [4, 5, 6]), (5, [1, 2, 3])])
+def test_dropout_sits_in_the_three_decoder_blocks_next_to_the_innermost(num_downs, levels):
+    """pix2pix's unet_256 has dropout at levels 4-6 of 8; the small preset (5 levels) too."""
+    g = build_generator(ModelConfig(arch="pix2pix", ngf=4, num_downs=num_downs))
+    count = sum(isinstance(m, torch.nn.Dropout) for m in g.modules())
+    assert count == len(levels)
+    assert TrainConfig(arch="pix2pix").model_config(3, 2).use_dropout
+    assert not TrainConfig(arch="unet").model_config(3, 2).use_dropout

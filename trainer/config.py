@@ -27,6 +27,8 @@ Norm = Literal["batch", "instance"]
 
 ARCHS: tuple[Arch, ...] = get_args(Arch)
 PRESET_NAMES: tuple[Preset, ...] = get_args(Preset)
+Recon = Literal["bce-dice", "l1"]
+RECONS: tuple[Recon, ...] = get_args(Recon)
 NORMS: tuple[Norm, ...] = get_args(Norm)
 
 
@@ -46,8 +48,9 @@ class ModelConfig:
             (256 px allows up to 8).
         n_layers_d: strided layers of the PatchGAN (3 gives 70x70 receptive fields).
         norm: normalization layers (``batch`` as in the paper, ``instance`` alternatively).
-        use_dropout: dropout 0.5 in the generator's innermost decoder blocks (as in the
-            paper; there are none below 6 levels).
+        use_dropout: dropout 0.5 in the generator's three decoder blocks next to the
+            innermost one (as in the paper's unet_256; the small preset's too). Training
+            sets it for pix2pix only (:meth:`TrainConfig.model_config`).
     """
 
     arch: Arch = "unet"
@@ -142,7 +145,12 @@ class TrainConfig:
         lr: Adam learning rate (generator and discriminator alike); ``None``: the
             architecture's default in :data:`DEFAULT_LR`.
         beta1: Adam beta1 (0.5 as in pix2pix).
-        lambda_l1: weight of the L1 term in the pix2pix generator loss.
+        recon: the reconstruction term of the pix2pix generator loss: ``bce-dice``
+            (BCE + Dice on p = (tanh + 1) / 2; the default: with masks ~5 % building, L1's
+            equal per-pixel gradient lets background outvote buildings ~17:1 and pix2pix
+            collapses to "no building", README "Results") or ``l1`` (the paper's, for a
+            faithful reproduction of the seed method).
+        lambda_recon: weight of the reconstruction term (pix2pix's lambda, 100).
         ngf, ndf, num_downs: network size (``None``: the preset's).
         lr_decay: decay the learning rate linearly to zero over the second half of the
             epochs (pix2pix's schedule).
@@ -172,7 +180,8 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     beta1: float = 0.5
-    lambda_l1: float = 100.0
+    recon: Recon = "bce-dice"
+    lambda_recon: float = 100.0
     ngf: int | None = None
     ndf: int | None = None
     num_downs: int | None = None
@@ -211,8 +220,10 @@ class TrainConfig:
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"beta1 must be in [0, 1), got {self.beta1}")
-        if self.lambda_l1 < 0:
-            raise ConfigError(f"--lambda-l1 must be >= 0, got {self.lambda_l1}")
+        if self.recon not in RECONS:
+            raise ConfigError(f"--recon must be one of {', '.join(RECONS)}, got {self.recon!r}")
+        if self.lambda_recon < 0:
+            raise ConfigError(f"--lambda-recon must be >= 0, got {self.lambda_recon}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {self.workers}")
         if self.boundary_tolerance < 0:
@@ -253,6 +264,9 @@ class TrainConfig:
             ngf=int(self._preset_value("ngf")),
             ndf=int(self._preset_value("ndf")),
             num_downs=int(self._preset_value("num_downs")),
+            # pix2pix's dropout is its noise source (the paper has no z); the plain U-Net
+            # is trained without it, as its figures in README were measured.
+            use_dropout=self.arch == "pix2pix",
         )
 
     def resolved(self) -> TrainConfig:

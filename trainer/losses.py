@@ -58,14 +58,17 @@ def bce_loss(
     return weighted_mean(loss, weight)
 
 
-def dice_loss(
-    logits: torch.Tensor,
+def soft_dice_loss(
+    prob: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
     eps: float = 1.0,
 ) -> torch.Tensor:
-    """1 - soft Dice per channel over the batch's weighted pixels, averaged over channels."""
-    prob = torch.sigmoid(logits.float())
+    """1 - soft Dice per channel over the batch's weighted pixels, averaged over channels.
+
+    ``prob`` and ``target`` (N,K,H,W) in [0, 1].
+    """
+    prob = prob.float()
     target = target.float()
     w = torch.ones_like(prob[:, :1]) if weight is None else weight.float()
     dims = (0, 2, 3)
@@ -74,8 +77,39 @@ def dice_loss(
     return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
 
 
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 1.0,
+) -> torch.Tensor:
+    """:func:`soft_dice_loss` of ``sigmoid(logits)``."""
+    return soft_dice_loss(torch.sigmoid(logits.float()), target, weight, eps)
+
+
 def bce_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The plain U-Net's loss: BCE + Dice."""
     return bce_loss(logits, target, weight) + dice_loss(logits, target, weight)
+
+
+def reconstruction_loss(
+    fake: torch.Tensor, target: torch.Tensor, kind: str, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """pix2pix's reconstruction term for a tanh generator output ``fake`` (N,K,H,W) in
+    [-1, 1] against ``target`` (N,K,H,W) in [0, 1].
+
+    ``l1``: mean |fake - (2 target - 1)| (the paper's). ``bce-dice``: BCE + soft Dice on
+    p = (fake + 1) / 2. Since tanh(x) = 2 sigmoid(2x) - 1, p is sigmoid(2x): BCE is
+    computed from the logits 2 atanh(fake), clamped away from +-1 for stability. Unlike L1,
+    BCE + Dice weighs a missed building pixel by how rare buildings are (Dice), so the
+    generator cannot settle on the all-background answer.
+    """
+    if kind == "l1":
+        return l1_loss(fake, target * 2.0 - 1.0, weight)
+    if kind != "bce-dice":
+        raise ValueError(f"unknown reconstruction loss {kind!r}")
+    fake = fake.float().clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+    logits = 2.0 * torch.atanh(fake)
+    return bce_loss(logits, target, weight) + soft_dice_loss((fake + 1.0) * 0.5, target, weight)

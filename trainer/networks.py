@@ -92,10 +92,11 @@ class UnetSkipConnectionBlock(nn.Module):
 class UnetGenerator(nn.Module):
     """U-Net of ``num_downs`` levels; an input of 2**num_downs px becomes 1x1 at the bottom.
 
-    Level ``i`` (0 outermost) has ``ngf * min(2**i, 8)`` filters; with dropout on, levels
-    4 .. num_downs-2 (the three decoder blocks next to the innermost for unet_256) carry
-    dropout 0.5, as in pix2pix. ``final`` is the output activation (``tanh`` for pix2pix,
-    none for the logits of the plain U-Net).
+    Level ``i`` (0 outermost) has ``ngf * min(2**i, 8)`` filters; with dropout on, the
+    (up to) three decoder blocks next to the innermost one carry dropout 0.5, as in
+    pix2pix's unet_256 (levels 4-6 of 8); at 5 levels (the small preset) levels 1-3.
+    ``final`` is the output activation (``tanh`` for pix2pix, none for the logits of the
+    plain U-Net).
     """
 
     def __init__(
@@ -129,7 +130,7 @@ class UnetGenerator(nn.Module):
                 submodule=block,
                 norm=factory,
                 use_bias=use_bias,
-                use_dropout=use_dropout and level >= 4,
+                use_dropout=use_dropout and level >= max(1, innermost - 3),
             )
         self.model = UnetSkipConnectionBlock(
             output_nc,

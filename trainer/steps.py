@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distributed import Dist, all_reduce, autocast, batches, no_sync, unwrap, wrap
-from trainer.losses import GANLoss, bce_dice_loss, l1_loss
+from trainer.losses import GANLoss, bce_dice_loss, reconstruction_loss
 from trainer.networks import build_discriminator, build_generator
 
 
@@ -105,11 +105,12 @@ def pix2pix_step(
     config: TrainConfig,
     ctx: Dist,
 ) -> dict[str, torch.Tensor]:
-    """One alternating update: D on (real, fake) pairs, then G on GAN + lambda * L1.
+    """One alternating update: D on (real, fake) pairs, then G on GAN + lambda * recon
+    (``config.recon``: BCE + Dice by default, L1 as in the paper).
 
     ``image`` (N,C,H,W) normalized, ``target`` (N,K,H,W) in [0, 1] (mapped to [-1, 1] for
     the tanh generator), ``valid`` (N,1,H,W). Returns the detached scalar losses
-    ``loss_g``, ``loss_g_gan``, ``loss_g_l1`` and ``loss_d``. RuntimeError without a
+    ``loss_g``, ``loss_g_gan``, ``loss_g_recon`` and ``loss_d``. RuntimeError without a
     discriminator.
     """
     d, d_net, opt_d = models.discriminator, models.d, models.opt_d
@@ -133,20 +134,20 @@ def pix2pix_step(
     (loss_d_real * 0.5).backward()
     opt_d.step()
 
-    # G: fool D (D frozen, used unwrapped so DDP sees no second forward) and stay near L1.
+    # G: fool D (D frozen, used unwrapped so DDP sees no second forward) and match the target.
     _set_requires_grad(d_net, False)
     models.opt_g.zero_grad(set_to_none=True)
     with autocast(ctx, ctx.precision):
         pred_fake = d_net(torch.cat([image, fake_b], 1))
     loss_g_gan = gan_loss(pred_fake, True, valid)
-    loss_g_l1 = l1_loss(fake_b, real_b, valid) * config.lambda_l1
-    (loss_g_gan + loss_g_l1).backward()
+    loss_g_recon = reconstruction_loss(fake_b, target, config.recon, valid) * config.lambda_recon
+    (loss_g_gan + loss_g_recon).backward()
     models.opt_g.step()
     _set_requires_grad(d_net, True)
     return {
-        "loss_g": (loss_g_gan + loss_g_l1).detach(),
+        "loss_g": (loss_g_gan + loss_g_recon).detach(),
         "loss_g_gan": loss_g_gan.detach(),
-        "loss_g_l1": loss_g_l1.detach(),
+        "loss_g_recon": loss_g_recon.detach(),
         "loss_d": ((loss_d_fake + loss_d_real) * 0.5).detach(),
     }
 

@@ -15,7 +15,7 @@ import click
 
 from geotiler.cli.options import device_option, overwrite_option
 from geotiler.device import PRECISIONS
-from trainer.config import ARCHS, PRESET_NAMES, PRESETS, TrainConfig
+from trainer.config import ARCHS, PRESET_NAMES, PRESETS, RECONS, TrainConfig
 
 _TRAIN = TrainConfig()
 
@@ -56,8 +56,12 @@ def _preset_help() -> str:
 @click.option("--num-downs", type=click.IntRange(min=2), default=None,
               help="U-Net levels; the tile size must be a multiple of 2^levels (256 px: at "
               "most 8). Default: the preset's.")
-@click.option("--lambda-l1", type=click.FloatRange(min=0), default=_TRAIN.lambda_l1,
-              show_default=True, help="Weight of the L1 term of the pix2pix generator loss.")
+@click.option("--recon", type=click.Choice(RECONS), default=_TRAIN.recon, show_default=True,
+              help="pix2pix reconstruction term: bce-dice (learns buildings where they are a "
+              "few %% of pixels) or l1 (the paper's, to reproduce the seed method).")
+@click.option("--lambda-recon", "--lambda-l1", "lambda_recon", type=click.FloatRange(min=0),
+              default=_TRAIN.lambda_recon, show_default=True,
+              help="Weight of the reconstruction term of the pix2pix generator loss.")
 @click.option("--augment/--no-augment", default=_TRAIN.augment, show_default=True,
               help="Random flips, 90-degree rotations and mild colour jitter of training tiles.")
 @click.option("--workers", type=click.IntRange(min=0), default=_TRAIN.workers,
