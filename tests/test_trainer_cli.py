@@ -213,3 +213,33 @@ def test_ddp_two_processes_write_one_model(tiles: Path, tmp_path: Path) -> None:
     assert model.spec.training["world_size"] == 2
     rows = list(csv.DictReader((tmp_path / "ddp.checkpoints" / "metrics.csv").open()))
     assert len(rows) == 2 and 8 <= int(rows[0]["images"]) <= 12  # both ranks trained
+
+
+def test_trains_one_model_on_two_datasets_with_pooled_normalization(tiles: Path,
+                                                                     tmp_path: Path) -> None:
+    other = make_tile_dataset(tmp_path / "other", splits={"train": 6, "val": 2}, size=32,
+                              seed=1)
+    out = tmp_path / "model.pt"
+    result = run(str(tiles), str(other), "--out", str(out), "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    spec = load_model(out).spec
+    a = json.loads((tiles / "dataset.json").read_text())
+    b = json.loads((other / "dataset.json").read_text())
+    assert spec.dataset.counts["train"] == a["counts"]["train"] + b["counts"]["train"]
+    assert spec.dataset.extra["datasets"] == [str(tiles), str(other)]
+    wa, wb = a["counts"]["train"], b["counts"]["train"]
+    pooled = (wa * np.array(a["mean"]) + wb * np.array(b["mean"])) / (wa + wb)
+    assert np.allclose(spec.mean, pooled)
+    assert spec.training["images"] >= wa + wb  # one epoch saw the tiles of both
+
+
+def test_datasets_with_different_bands_are_refused(tiles: Path, tmp_path: Path) -> None:
+    other = make_tile_dataset(tmp_path / "other", splits={"train": 4, "val": 2}, size=32)
+    info = json.loads((other / "dataset.json").read_text())
+    info.update(bands=[1, 2], band_names=["red", "nir"], mean=info["mean"][:2],
+                std=info["std"][:2])
+    (other / "dataset.json").write_text(json.dumps(info))
+    result = run(str(tiles), str(other), "--out", str(tmp_path / "m.pt"), "--epochs", "1",
+                 *TINY)
+    assert_one_line_error(result, 1, "band count", str(other))
+    assert not (tmp_path / "m.pt").exists()

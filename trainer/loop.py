@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from geotiler import __version__
 from geotiler.errors import ConfigError, DatasetError
-from geotiler.tiles.schema import DatasetInfo, load_dataset_info
+from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
 from trainer.checkpoint import Progress
@@ -72,7 +73,7 @@ class TrainSummary:
 
 
 def train(
-    tiles_dir: Path | str,
+    tiles_dirs: Path | str | Sequence[Path | str],
     out_path: Path | str,
     config: TrainConfig,
     *,
@@ -81,14 +82,18 @@ def train(
     overwrite: bool = False,
     progress: bool = False,
 ) -> TrainSummary:
-    """Train on the tiles in ``tiles_dir``; the best model (by val IoU) goes to ``out_path``.
+    """Train on the tiles in ``tiles_dirs`` (one tile dataset or several, e.g. one per
+    scene, pooled by :func:`geotiler.tiles.schema.pool_datasets`); the best model (by val
+    IoU over all their val tiles) goes to ``out_path``.
 
     ``resume`` is a checkpoint (or its directory) of an earlier run to continue exactly.
     Raises DatasetError, ConfigError or OutputError with a message a user can act on.
     """
     ctx = setup_distributed(config.device, config.precision)
     try:
-        return _train(Path(tiles_dir), Path(out_path), config, ctx,
+        dirs = ([Path(tiles_dirs)] if isinstance(tiles_dirs, (str, Path))
+                else [Path(d) for d in tiles_dirs])
+        return _train(dirs, Path(out_path), config, ctx,
                       Path(checkpoint_dir) if checkpoint_dir else None,
                       Path(resume) if resume else None, overwrite, progress)
     except torch.cuda.OutOfMemoryError:
@@ -111,22 +116,26 @@ class _Data:
     workers: int
 
 
-def _load_data(tiles_dir: Path, info: DatasetInfo, config: TrainConfig, ctx: Dist) -> _Data:
+def _load_data(tiles_dirs: list[Path], info: DatasetInfo, config: TrainConfig,
+               ctx: Dist) -> _Data:
+    names = ", ".join(str(d) for d in tiles_dirs)
     train_set = ShardDataset(
-        list_shards(tiles_dir, "train"), info, shuffle=True, augment=config.augment,
+        [s for d in tiles_dirs for s in list_shards(d, "train")], info, shuffle=True,
+        augment=config.augment,
         seed=config.seed, rank=ctx.rank, world_size=ctx.world_size,
         shuffle_buffer=config.shuffle_buffer, jitter=config.jitter,
     )
     if train_set.num_tiles == 0:
         raise DatasetError(
-            f"{tiles_dir} has no train tiles (counts: {info.counts}); re-tile with a larger "
+            f"{names} has no train tiles (counts: {info.counts}); re-tile with a larger "
             "train fraction in --split"
         )
-    val_set = ShardDataset(list_shards(tiles_dir, "val"), info, rank=ctx.rank,
+    val_set = ShardDataset([s for d in tiles_dirs for s in list_shards(d, "val")], info,
+                           rank=ctx.rank,
                            world_size=ctx.world_size)
     if val_set.num_tiles == 0 and ctx.is_main:
         log.warning("%s has no val tiles: training without validation; the model file will "
-                    "hold the last epoch's weights", tiles_dir)
+                    "hold the last epoch's weights", names)
     pin = ctx.device.type == "cuda"
     workers = config.loader_workers(ctx.device.type)
     batch_size = config.effective_batch_size
@@ -135,7 +144,7 @@ def _load_data(tiles_dir: Path, info: DatasetInfo, config: TrainConfig, ctx: Dis
 
 
 def _train(
-    tiles_dir: Path,
+    tiles_dirs: list[Path],
     out_path: Path,
     config: TrainConfig,
     ctx: Dist,
@@ -146,12 +155,19 @@ def _train(
 ) -> TrainSummary:
     start_time = time.perf_counter()
     config = config.resolved()
-    info = load_dataset_info(tiles_dir)
+    infos = [load_dataset_info(d) for d in tiles_dirs]
+    info = pool_datasets(infos, [str(d) for d in tiles_dirs])
+    if ctx.is_main:
+        for other, d in zip(infos[1:], tiles_dirs[1:], strict=True):
+            if other.band_names != infos[0].band_names:
+                log.warning("band names differ: %s has %s, %s has %s (bands are used by "
+                            "position)", tiles_dirs[0], infos[0].band_names, d,
+                            other.band_names)
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)
     checkpoint.check_outputs(out_path, ckpt_dir, resume, overwrite)
-    data = _load_data(tiles_dir, info, config, ctx)
+    data = _load_data(tiles_dirs, info, config, ctx)
 
     checkpoint.seed_everything(config.seed)
     models = build_models(model_config, config, ctx)
@@ -166,7 +182,8 @@ def _train(
     if ctx.is_main:
         checkpoint.start_checkpoint_dir(ckpt_dir, overwrite and resume is None, {
             "config": config.to_dict(), "model": model_config.to_dict(),
-            "tiles": str(tiles_dir), "world_size": ctx.world_size, "device": str(ctx.device),
+            "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
+            "device": str(ctx.device),
         })
         writer = _tensorboard(ckpt_dir / "tensorboard")
         log.info("training %s (%s preset, %.1fM parameters) on %d train / %d val tiles, "
@@ -223,7 +240,7 @@ def _train(
         if ctx.is_main:
             if improved or not val_scores:
                 training = _training_summary(state, val_scores, last_loss, config, ctx,
-                                             tiles_dir, time.perf_counter() - start_time)
+                                             tiles_dirs, time.perf_counter() - start_time)
                 spec = ModelSpec(dataset=info, model=model_config, training=training,
                                  geotiler_version=__version__)
                 save_model(out_path, models.g, spec)
@@ -256,7 +273,7 @@ def _train(
 
 
 def _training_summary(state: Progress, val: dict[str, float], loss: dict[str, float],
-                      config: TrainConfig, ctx: Dist, tiles_dir: Path,
+                      config: TrainConfig, ctx: Dist, tiles_dirs: list[Path],
                       seconds: float) -> dict[str, Any]:
     """The ``training`` entry of the model file's spec."""
     return {
@@ -264,7 +281,8 @@ def _training_summary(state: Progress, val: dict[str, float], loss: dict[str, fl
         "best_epoch": state.best_epoch, "best_val_iou": state.best_iou, "val": val,
         "train_loss": loss, "images": state.images, "batch_size": config.effective_batch_size,
         "lr": config.effective_lr, "seed": config.seed, "world_size": ctx.world_size,
-        "device": str(ctx.device), "precision": ctx.precision, "tiles": str(tiles_dir),
+        "device": str(ctx.device), "precision": ctx.precision,
+        "tiles": [str(d) for d in tiles_dirs],
         "seconds": round(seconds, 1),
     }
 

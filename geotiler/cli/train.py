@@ -28,7 +28,8 @@ def _preset_help() -> str:
 
 
 @click.command()
-@click.argument("tiles_dir", type=click.Path(path_type=str))
+@click.argument("tiles_dirs", nargs=-1, required=True, type=click.Path(path_type=str),
+                metavar="TILES_DIR...")
 @click.option("--out", "-o", "out_path", required=True,
               type=click.Path(dir_okay=False, path_type=str),
               help="Model file to write (the best epoch by val IoU), e.g. model.pt.")
@@ -89,9 +90,12 @@ def _preset_help() -> str:
               help="Time budget: start no new epoch after this many minutes (the best model "
               "so far is kept). Default: no limit.")
 @overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
-def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str | None,
+def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
+          checkpoint_dir: str | None,
           overwrite: bool, **options: Any) -> None:
-    """Train a building segmentation model on the tile shards in TILES_DIR.
+    """Train a building segmentation model on the tile shards in TILES_DIR (one or more
+    tile datasets, e.g. one per scene, with the same bands, tile size and GSD; their
+    normalization is pooled).
 
     Validates on the 'val' split after every epoch (pixel IoU, F1, boundary F-score) and
     keeps the best model in --out, a single file with everything `geotiler predict` needs.
@@ -102,6 +106,7 @@ def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str
     Examples:
       geotiler train tiles/ --out model.pt
       geotiler train tiles/ --out model.pt --arch unet --epochs 30
+      geotiler train tiles_boston/ tiles_kampala/ --out model.pt --max-minutes 30
       geotiler train tiles/ --out model.pt --resume model.checkpoints/last.pt --epochs 40
       torchrun --nproc_per_node 4 -m geotiler train tiles/ --out model.pt --preset full
     """
@@ -111,7 +116,7 @@ def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str
 
     config = TrainConfig(**options)
     progress = sys.stderr.isatty() and logging.getLogger("trainer").isEnabledFor(logging.INFO)
-    summary = run_training(tiles_dir, out_path, config, checkpoint_dir=checkpoint_dir,
+    summary = run_training(list(tiles_dirs), out_path, config, checkpoint_dir=checkpoint_dir,
                            resume=resume, overwrite=overwrite, progress=progress)
     if os.environ.get("RANK", "0") != "0":
         return

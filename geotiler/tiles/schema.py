@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,63 @@ def load_dataset_info(dataset_dir: Path | str) -> DatasetInfo:
         return DatasetInfo.from_json(data)
     except DatasetError as err:
         raise DatasetError(f"{path} {err}") from None
+
+
+# GSDs of pooled datasets may differ by rounding (a --gsd of 0.5 m measured geodesically on
+# different rasters); beyond this relative difference they are different resolutions.
+POOL_GSD_TOLERANCE = 0.02
+
+
+def pool_datasets(infos: Sequence[DatasetInfo], names: Sequence[str]) -> DatasetInfo:
+    """One description of several tile datasets trained together (``geotiler train A B``).
+
+    The datasets must agree on what the network sees and predicts: tile size (px), band
+    count, dtype, mask channels and target, and GSD within 2 % (tile scenes of different
+    resolutions with a common ``--gsd``). Band names may differ (a warning is the
+    caller's). Normalization is pooled: per band, the mean and standard deviation of all
+    datasets' valid training pixels together, each dataset weighted by its train tiles
+    (``E[x] = sum w_i m_i / sum w_i``, ``Var = sum w_i (s_i² + m_i²) / sum w_i - E[x]²``).
+    Counts add up, sources are concatenated; ``extra["datasets"]`` lists ``names``.
+
+    Raises:
+        DatasetError: one line naming the first field that differs and both values.
+    """
+    if not infos:
+        raise DatasetError("no tile dataset given")
+    if len(infos) == 1:
+        return infos[0]
+    first = infos[0]
+    checks = (("tile size", lambda i: i.tile_size), ("band count", lambda i: i.num_bands),
+              ("dtype", lambda i: i.dtype), ("mask channels", lambda i: i.mask_channels),
+              ("target", lambda i: i.target))
+    for info, name in zip(infos[1:], names[1:], strict=True):
+        for label, get in checks:
+            if get(info) != get(first):
+                raise DatasetError(
+                    f"tile datasets differ in {label}: {names[0]} has {get(first)!r}, {name} "
+                    f"has {get(info)!r}; tile them with the same --size/--bands/--target")
+        if abs(info.gsd - first.gsd) > POOL_GSD_TOLERANCE * first.gsd:
+            raise DatasetError(
+                f"tile datasets differ in GSD: {names[0]} has {first.gsd:g} m, {name} has "
+                f"{info.gsd:g} m; tile every scene with the same --gsd")
+    weights = np.array([max(1, int(i.counts.get("train", 0))) for i in infos], dtype=np.float64)
+    weights /= weights.sum()
+    means = np.array([i.mean for i in infos], dtype=np.float64)
+    stds = np.array([i.std for i in infos], dtype=np.float64)
+    mean = weights @ means
+    var = weights @ (stds**2 + means**2) - mean**2
+    counts: dict[str, int] = {}
+    for info in infos:
+        for split, n in info.counts.items():
+            counts[split] = counts.get(split, 0) + int(n)
+    crs = first.crs if all(i.crs == first.crs for i in infos) else None
+    return dataclasses.replace(
+        first,
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in np.sqrt(np.maximum(var, 0.0))],
+        gsd=float(np.average([i.gsd for i in infos], weights=weights)),
+        counts=counts,
+        sources=[s for i in infos for s in i.sources],
+        crs=crs,
+        extra={**first.extra, "datasets": [str(n) for n in names]},
+    )
