@@ -243,3 +243,21 @@ def test_datasets_with_different_bands_are_refused(tiles: Path, tmp_path: Path) 
                  *TINY)
     assert_one_line_error(result, 1, "band count", str(other))
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_init_starts_from_another_models_weights(tiles: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.pt"
+    assert run(str(tiles), "--out", str(first), "--epochs", "1", *TINY).exit_code == 0
+    # zero epochs are not allowed, so compare the first step's starting point instead:
+    # with --init and --lr tiny, the fine-tuned weights stay next to the initial ones
+    second = tmp_path / "second.pt"
+    result = run(str(tiles), "--out", str(second), "--epochs", "1", "--init", str(first),
+                 "--lr", "1e-12", *TINY)
+    assert result.exit_code == 0, result.output
+    a = load_model(first).net.state_dict()
+    b = load_model(second).net.state_dict()
+    weights = [k for k in a if k.endswith("weight")]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in weights)
+    other = run(str(tiles), "--out", str(tmp_path / "x.pt"), "--epochs", "1", "--init",
+                str(first), "--ngf", "8", *TINY[2:])
+    assert_one_line_error(other, 2, "--init", "ngf")

@@ -158,6 +158,8 @@ class TrainConfig:
             ``None``: 0 on CPU, where loader processes compete with torch for the cores
             (17% slower on 2 cores, benchmarks/bench_train.py), up to 4 with CUDA.
         seed: seeds weights, data order and augmentation; CPU runs repeat exactly.
+        init: a model file whose generator weights start this run (fine-tuning from a
+            pretrained model, e.g. one trained on synthetic scenes); ``None``: N(0, 0.02).
         device: ``auto`` uses CUDA when present.
         precision: ``fp32``, ``bf16`` (bfloat16 autocast: forward and loss in bf16, weights
             and optimizer in fp32) or ``auto``: bf16 where the device has it (CPUs with
@@ -188,6 +190,7 @@ class TrainConfig:
     lr_decay: bool = True
     workers: int | None = None
     seed: int = 0
+    init: str | None = None
     device: Device = "auto"
     precision: Precision = "auto"
     augment: bool = True

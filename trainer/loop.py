@@ -40,7 +40,7 @@ from trainer.distributed import (
     teardown_distributed,
 )
 from trainer.losses import GANLoss
-from trainer.modelfile import ModelSpec, save_model
+from trainer.modelfile import ModelSpec, init_weights, save_model
 from trainer.networks import count_parameters
 from trainer.steps import build_models, set_lr, train_epoch
 from trainer.validate import validate
@@ -171,6 +171,10 @@ def _train(
 
     checkpoint.seed_everything(config.seed)
     models = build_models(model_config, config, ctx)
+    if config.init is not None and resume is None:
+        init_weights(models.g, config.init, model_config)
+        if ctx.is_main:
+            log.info("generator weights from %s", config.init)
     gan_loss = GANLoss().to(ctx.device)
     parameters = count_parameters(models.g) + (count_parameters(models.d) if models.d else 0)
     state = Progress()

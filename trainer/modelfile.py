@@ -213,6 +213,26 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     return LoadedModel(net, spec, device)
 
 
+def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
+    """Start ``net`` (a generator built from ``config``) from the weights of a model file
+    (``train --init``): pretraining on one dataset, fine-tuning on another.
+
+    Only the generator's weights are taken (a pix2pix discriminator starts afresh); the
+    normalization, tiles and training settings of the new run are its own.
+
+    Raises:
+        ModelFileError: the file is unreadable or not a geotiler model file.
+        ConfigError: its network differs from ``config`` (one line naming the fields).
+    """
+    spec, state = read_model_file(path)
+    fields = ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm")
+    differ = [f"{f} {getattr(spec.model, f)!r} (this run: {getattr(config, f)!r})"
+              for f in fields if getattr(spec.model, f) != getattr(config, f)]
+    if differ:
+        raise ConfigError(f"--init {path} has another network: {', '.join(differ)}")
+    net.load_state_dict(state, strict=True)
+
+
 class LoadedModel:
     """A generator ready for inference, with its spec and normalization."""
 

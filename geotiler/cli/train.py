@@ -77,6 +77,9 @@ def _preset_help() -> str:
               help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' "
               "takes bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, "
               "Ampere+), measured 1.7x faster on CPU.")
+@click.option("--init", type=click.Path(path_type=str), default=_TRAIN.init, metavar="MODEL",
+              help="Start from the generator weights of this model file (same network), "
+              "e.g. one pretrained on other scenes; the new tiles' normalization is used.")
 @click.option("--resume", type=click.Path(path_type=str), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (e.g. model.checkpoints/last.pt) with "
               "the same options; raise --epochs to train longer.")
