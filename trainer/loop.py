@@ -84,7 +84,8 @@ def train(
     """Train on the tiles in ``tiles_dir``; the best model (by val IoU) goes to ``out_path``.
 
     ``resume`` is a checkpoint (or its directory) of an earlier run to continue exactly.
-    Raises DatasetError, ConfigError or OutputError with a message a user can act on.
+    Raises DatasetError, ConfigError, OutputError or TrainingError (the loss stopped being
+    finite: nothing of that epoch is saved) with a message a user can act on.
     """
     ctx = setup_distributed(config.device)
     try:
@@ -111,7 +112,26 @@ class _Data:
     workers: int
 
 
+def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
+    """DatasetError naming the shards that ``dataset.json`` lists but that are missing or
+    unfinished (no tar or no records file): training on the rest would quietly use fewer
+    tiles than the dataset holds."""
+    listed = info.extra.get("shards")
+    if not isinstance(listed, list):
+        return  # written before datasets listed their shards
+    present = {path.name for path in list_shards(tiles_dir)}
+    missing = [name for name in listed if name not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise DatasetError(
+            f"{tiles_dir}: {len(missing)} shard(s) listed in dataset.json are missing or "
+            f"incomplete ({shown}); copy them back or re-run geotiler tile"
+        )
+
+
 def _load_data(tiles_dir: Path, info: DatasetInfo, config: TrainConfig, ctx: Dist) -> _Data:
+    check_shards(tiles_dir, info)
     train_set = ShardDataset(
         list_shards(tiles_dir, "train"), info, shuffle=True, augment=config.augment,
         seed=config.seed, rank=ctx.rank, world_size=ctx.world_size,
@@ -190,7 +210,8 @@ def _train(
         with tqdm(total=expected_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                   leave=False, file=sys.stderr, dynamic_ncols=True,
                   disable=not (progress and ctx.is_main)) as bar:
-            stats = train_epoch(models, gan_loss, data.train_loader, config, ctx, bar)
+            stats = train_epoch(models, gan_loss, data.train_loader, config, ctx, bar,
+                                epoch=epoch)
         train_seconds = time.perf_counter() - epoch_start
         capped = ctx.distributed or (config.max_steps is not None
                                      and stats.steps_here >= config.max_steps)
