@@ -214,8 +214,9 @@ def test_a_damaged_zstd_frame_is_a_skipped_tile(corpus, tmp_path):
 def damaged_zstd_dataset(root: Path) -> Path:
     """A small dataset whose first training tile's image has its zstd frame magic zeroed
     (the record's checksum is of the damaged bytes: the damage predates the shard)."""
-    from geotiler.tiles.shards import CHECKSUMS, ShardWriter
     from trainer_fixtures import make_tile_dataset
+
+    from geotiler.tiles.shards import CHECKSUMS, ShardWriter
 
     make_tile_dataset(root, splits={"train": 8, "val": 2}, size=64)
     shard = root / "shards" / "train-000000.tar"

@@ -83,11 +83,11 @@ def test_training_stops_when_the_loss_is_not_finite(tmp_path):
     """A dataset (written by hand, as an older geotiler could) with NaN pixels marked valid:
     the loss is NaN from the first step; train stops with one line and writes no model."""
     from affine import Affine
+    from trainer_fixtures import CRS_UTM
 
     from geotiler.tiles.geotiff import GeoTiffEncoder
     from geotiler.tiles.schema import DatasetInfo
     from geotiler.tiles.shards import ShardWriter
-    from trainer_fixtures import CRS_UTM
 
     encoder = GeoTiffEncoder(CRS_UTM, compress="none")
     rng = np.random.default_rng(0)
