@@ -63,6 +63,7 @@ _HINTS = {
     errno.EACCES: " (choose a writable --out)",
     errno.EPERM: " (choose a writable --out)",
     errno.ENOTDIR: " (a part of the path is a file, not a folder)",
+    errno.EEXIST: " (a file is in the way where a folder is needed)",
 }
 
 

@@ -70,6 +70,9 @@ class _Group(click.Group):
             # a Dask cluster being torn down reports its cancelled futures at exit: mute it
             for name in ("asyncio", "distributed", "tornado"):
                 logging.getLogger(name).disabled = True
+            # ... and a cluster that could not close in time is closed again at exit, where
+            # a failure is reported as an "Exception ignored" traceback: shown with -v only
+            sys.unraisablehook = _debug_unraisable
             click.echo("Interrupted: partial outputs were removed; rerun to continue.", err=True)
             sys.exit(130)
         except MemoryError:
@@ -86,6 +89,15 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"{type(err).__name__}: {reason(err)} (run with -v for the traceback)"
             ) from None
+
+
+def _debug_unraisable(unraisable: Any) -> None:
+    """After Ctrl-C: an exception Python cannot raise (in an atexit callback) is logged at
+    DEBUG instead of printed with its traceback."""
+    error = unraisable.exc_value
+    if error is not None:
+        log.debug("%s: %s", unraisable.err_msg or "ignored",
+                  "".join(traceback.format_exception(error)))
 
 
 def _os_message(err: OSError) -> str:
