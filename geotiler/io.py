@@ -1,8 +1,12 @@
 """Raster and vector inputs: open, check, measure, read by window.
 
 Nothing here reads a whole raster: callers ask for one window at a time, resampled onto the
-target grid, together with its validity mask (nodata, alpha and internal masks honoured, and
-pixels past the raster's edge marked invalid).
+target grid, together with its validity mask (nodata, alpha and internal masks honoured,
+non-finite values invalid whether or not a nodata value is declared, and pixels past the
+raster's edge marked invalid). Rasters are opened without their overviews, so a resampled
+read always resamples the full-resolution pixels and the result does not depend on what
+overviews a file carries. Read failures (a truncated file, a damaged block) become an
+:class:`~geotiler.errors.InputError` naming the raster.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import pyproj
 import rasterio
 import shapely
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
-from geotiler.errors import InputError
+from geotiler.errors import InputError, reason
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -122,14 +127,30 @@ def open_raster_info(path: Path | str, bands: tuple[int, ...] | None = None) -> 
         )
 
 
+# Open option of GDAL's raster drivers: never serve a read from an overview. GDAL otherwise
+# answers a decimated read (out_shape smaller than the window) from the closest overview,
+# made with whatever resampling its author chose (nearest turns 1-px stripes 0/200 into
+# all 0 where the documented average is 100).
+NO_OVERVIEWS = {"OVERVIEW_LEVEL": "NONE"}
+
+# What rasterio raises for GDAL failures: its own errors and GDAL's CPLE_* classes.
+GDAL_ERRORS: tuple[type[BaseException], ...] = (
+    rasterio.errors.RasterioError, CPLE_BaseError, OSError,
+)
+
+
 def open_raster(path: Path | str) -> rasterio.DatasetReader:
-    """Open a raster for reading; InputError (one line) if it is missing or not a raster."""
+    """Open a raster for reading, without its overviews (:data:`NO_OVERVIEWS`).
+
+    Raises:
+        InputError: (one line) the file is missing or not a raster GDAL can read.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"raster {path} does not exist")
     try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as err:
+        return rasterio.open(path, **NO_OVERVIEWS)
+    except GDAL_ERRORS as err:
         raise InputError(f"{path} is not a raster GDAL can read: {first_line(err)}") from None
 
 
@@ -181,8 +202,35 @@ def read_window(
 
     ``size`` is the output's side in pixels, or its (height, width). Windows that run past
     the raster's edge are padded (nodata, marked invalid) instead of failing, so edge tiles
-    are kept.
+    are kept. Non-finite values (NaN, inf) are invalid whether or not the raster declares
+    a nodata value, and are replaced by the nodata value (0 if it is none or not finite),
+    so no NaN reaches statistics, tiles or a model. Open ``src`` with :func:`open_raster`
+    so that no overview stands in for the pixels.
+
+    Raises:
+        InputError: GDAL cannot read the window (a truncated file, a damaged block).
     """
+    try:
+        image, valid = _read_window(src, bands, bounds, size, resampling, all_valid)
+    except GDAL_ERRORS as err:
+        raise InputError.reading(src.name, err, "raster") from None
+    if image.dtype.kind == "f":
+        finite = np.isfinite(image).all(axis=0)
+        if not finite.all():
+            fill = src.nodata if src.nodata is not None and math.isfinite(src.nodata) else 0
+            image[:, ~finite] = fill
+            valid &= finite
+    return image, valid
+
+
+def _read_window(
+    src: rasterio.DatasetReader,
+    bands: tuple[int, ...],
+    bounds: tuple[float, float, float, float],
+    size: int | tuple[int, int],
+    resampling: Resampling,
+    all_valid: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     shape = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     window = rasterio.windows.from_bounds(*bounds, transform=src.transform)
     inside = (
@@ -226,13 +274,51 @@ class Footprints:
     dropped: int
 
     def to_crs(self, crs: CRS) -> np.ndarray:
-        """The polygons in another CRS (a new array; the original is kept)."""
+        """The polygons in another CRS (a new array; the original is kept).
+
+        Raises:
+            InputError: PROJ cannot transform between the two CRSs (naming the file).
+        """
         if CRS.from_user_input(crs) == self.crs:
             return self.geoms
         import geopandas as gpd  # heavy (pandas): imported only where vectors are read
 
-        series = gpd.GeoSeries(self.geoms, crs=self.crs.to_wkt()).to_crs(crs.to_wkt())
+        try:
+            series = gpd.GeoSeries(self.geoms, crs=self.crs.to_wkt()).to_crs(crs.to_wkt())
+        except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError, ValueError) as err:
+            raise InputError(
+                f"cannot reproject {self.path} from {crs_name(self.crs)} to "
+                f"{crs_name(crs)}: {reason(err)}"
+            ) from None
         return np.asarray(series.values, dtype=object)
+
+
+def has_georeferenced_crs(crs: Any) -> bool:
+    """Whether a vector layer's CRS places it on the Earth: geographic or projected.
+
+    A GeoPackage layer with srs_id -1 ("Undefined Cartesian SRS") or 0 ("Undefined
+    geographic SRS" without datum) reads as an engineering CRS, which PROJ cannot
+    transform to any other: for the user that is no CRS at all.
+    """
+    try:
+        pcrs = pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError:
+        return False
+    if pcrs.is_compound:
+        pcrs = pcrs.sub_crs_list[0]
+    return bool(pcrs.is_geographic or pcrs.is_projected) and "undefined" not in pcrs.name.lower()
+
+
+def crs_name(crs: Any) -> str:
+    """A CRS as a short name for messages (``EPSG:32633``, ``Undefined Cartesian SRS``)."""
+    if crs is None:
+        return "none"
+    try:
+        pcrs = pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError:
+        return str(crs)[:60]
+    code = pcrs.to_epsg()
+    return f"EPSG:{code}" if code else pcrs.name
 
 
 def read_vector(path: Path,
@@ -275,9 +361,9 @@ def load_footprints(path: Path | str) -> Footprints:
         frame = read_vector(path)
     except Exception as err:  # pyogrio/fiona raise many types; the message is what matters
         raise InputError(f"cannot read footprints {path}: {first_line(err)}") from None
-    if frame.crs is None:
+    if frame.crs is None or not has_georeferenced_crs(frame.crs):
         raise InputError(
-            f"footprints {path} have no CRS; set one, e.g. "
+            f"footprints {path} have no CRS ({crs_name(frame.crs)}); set one, e.g. "
             f"ogr2ogr -a_srs EPSG:XXXX fixed.gpkg {path}"
         )
     if len(frame) == 0:

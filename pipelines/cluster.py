@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import signal
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +23,39 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 THREADS = "threads"
 LOCAL = "local"
+SCHEDULERS = (AUTO, THREADS, LOCAL)
+# How long reaching a scheduler address may take before the run is refused.
+CONNECT_TIMEOUT = "10s"
+# A dask.distributed address: scheme://host[:port] or host:port.
+_ADDRESS = re.compile(r"([a-z]+://\S+|[\w.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+)")
+
+
+def check_scheduler(value: str) -> str:
+    """``value`` if it is a ``--scheduler`` choice or looks like a scheduler address.
+
+    Raises:
+        ConfigError: anything else (naming the option and the accepted forms).
+    """
+    if value in SCHEDULERS or _ADDRESS.fullmatch(value):
+        return value
+    raise ConfigError(
+        f"--scheduler must be auto, threads, local or the address of a dask.distributed "
+        f"scheduler such as tcp://10.0.0.5:8786; got {value!r}"
+    )
+
+
+def dask_setup(worker: object) -> None:
+    """Run by each local-cluster worker as it starts (a Dask preload of this module).
+
+    Ctrl-C in a terminal reaches every process of the foreground group, the workers too;
+    they would each print a KeyboardInterrupt traceback. The client alone handles it (and
+    closes the cluster), so the workers ignore SIGINT; the warnings a worker logs for each
+    task the client cancels are muted too.
+    """
+    del worker
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -39,8 +74,12 @@ def open_client(
     ``large``, else ``threads``. Anything else is the address of a running
     ``dask.distributed`` scheduler (``tcp://host:8786``). ``preload`` names modules a local
     cluster's workers import as they start, instead of on their first task.
+
+    Raises:
+        ConfigError: ``scheduler`` is no choice nor address, or cannot be reached within
+            :data:`CONNECT_TIMEOUT`.
     """
-    scheduler = _resolve(scheduler, large)
+    scheduler = _resolve(check_scheduler(scheduler), large)
     if scheduler == THREADS:
         yield None
         return
@@ -87,13 +126,14 @@ def _distributed_client(
         with dask.config.set({"distributed.worker.profile.enabled": False,
                               "distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                             dashboard_address=None, preload=list(preload)) as cluster, \
+                             dashboard_address=None,
+                             preload=[__name__, *preload]) as cluster, \
                 Client(cluster) as client:
             log.info("started a local Dask cluster with %d workers", len(cluster.workers))
             yield client
         return
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as err:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
     with client:
@@ -135,7 +175,7 @@ def start_client(
     """
     pending = PendingClient()
     release = threading.Event()
-    scheduler = _resolve(scheduler, large)
+    scheduler = _resolve(check_scheduler(scheduler), large)
     if scheduler != THREADS:
         # imported here, not in the thread: an import holds the GIL for its whole length
         import distributed  # noqa: F401

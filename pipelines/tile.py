@@ -22,9 +22,15 @@ import rasterio
 import rasterio.errors
 import shapely
 
-from geotiler.io import file_digest
 from geotiler.tiles.config import TileConfig, TileReport
-from geotiler.tiles.plan import finish_dataset, plan_tiling, prepare_output
+from geotiler.tiles.plan import (
+    TilingPlan,
+    finish_dataset,
+    plan_tiling,
+    prepare_output,
+    record_digests,
+    source_digests,
+)
 from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR, read_shard_summary, shard_is_complete
 from geotiler.tiles.task import ShardResult, ShardSpec, shard_result, write_shard
 from pipelines.cluster import PendingClient
@@ -53,15 +59,31 @@ def run_tiling(
     release the GIL; on 2 cores threads measured faster than a process cluster), with
     ``workers`` threads. With a ``distributed.Client`` they run on its cluster, which must
     see the same file paths. A :class:`~pipelines.cluster.PendingClient` is waited for
-    once the job is planned, so a cluster can start meanwhile.
+    once the job is planned (so a cluster can start meanwhile) and before ``out_dir`` is
+    touched. Whatever fails, no partial file is left behind.
+
+    Raises:
+        InputError, ConfigError, OutputError: see :func:`~geotiler.tiles.plan.plan_tiling`,
+            :func:`~geotiler.tiles.plan.prepare_output` and
+            :func:`~geotiler.tiles.plan.finish_dataset` (a run that kept no tile).
     """
     started = time.perf_counter()
     plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints)
-    resume = prepare_output(out_dir, plan, overwrite=overwrite)
-    # hashing large sources takes seconds: do it while the tiles are being cut
+    # Everything is checked before anything is created: a scheduler that cannot be reached
+    # fails here, not after --out and its config.json exist.
+    if isinstance(client, PendingClient):
+        client = client.get()
+    known: dict[Path, str] = {}
+
+    def digests_now() -> dict[Path, str]:
+        known.update(source_digests(plan))
+        return known
+
+    resume = prepare_output(out_dir, plan, overwrite=overwrite, digests=digests_now)
+    # hashing large sources takes seconds: do it while the tiles are being cut; once done,
+    # config.json records the digests, so an interrupted run can be resumed from then on
     hasher = ThreadPoolExecutor(max_workers=1)
-    paths = [info.path for info in plan.rasters] + [plan.footprints_path]
-    digests = hasher.submit(lambda: {path: file_digest(path) for path in paths})
+    digests = hasher.submit(_hash_and_record, Path(out_dir), plan, dict(known))
     results: list[ShardResult | None] = [None] * len(plan.shards)
     tasks = []
     positions = []
@@ -78,8 +100,6 @@ def run_tiling(
         log.info("reusing %d finished shard(s) of an earlier run", plan.report.shards_reused)
     log.info("tiling %d raster(s) into %d shard(s) in %s", len(plan.rasters), len(tasks), out_dir)
     try:
-        if isinstance(client, PendingClient):
-            client = client.get()
         computed = _compute(tasks, client, workers, progress)
     except BaseException:
         _remove_partials(Path(out_dir))
@@ -93,6 +113,15 @@ def run_tiling(
     finish_dataset(out_dir, plan, [r for r in results if r is not None], digests=digests.result())
     plan.report.seconds = time.perf_counter() - started
     return plan.report
+
+
+def _hash_and_record(out_dir: Path, plan: TilingPlan, known: dict[Path, str]
+                     ) -> dict[Path, str]:
+    """The inputs' SHA-256 (``known`` if already computed), recorded in ``config.json``."""
+    digests = known or source_digests(plan)
+    if not known:
+        record_digests(out_dir, plan, digests)
+    return digests
 
 
 def _compute(

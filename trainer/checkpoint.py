@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,11 +217,19 @@ def default_checkpoint_dir(out_path: Path | str) -> Path:
 
 
 def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite: bool) -> None:
-    """OutputError if the run would clobber a model file or an earlier run's checkpoint."""
+    """OutputError if the run would clobber a model file or an earlier run's checkpoint, or
+    if the model file's or the checkpoints' folder cannot be made (under a file, or in a
+    folder that is not writable)."""
     if out_path.is_dir():
         raise OutputError(f"--out {out_path} is a directory; give a file name like model.pt")
     if out_path.exists() and not (overwrite or resume):
         raise OutputError(f"--out {out_path} exists; pass --overwrite to replace it")
+    for folder in (out_path.parent, ckpt_dir):  # refused before any training, not after
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise OutputError(f"cannot write {folder}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write {folder}: {existing} is not writable")
     last = ckpt_dir / CHECKPOINT_NAME
     if last.exists() and not (overwrite or resume):
         raise OutputError(

@@ -87,7 +87,8 @@ def train(
     IoU over all their val tiles) goes to ``out_path``.
 
     ``resume`` is a checkpoint (or its directory) of an earlier run to continue exactly.
-    Raises DatasetError, ConfigError or OutputError with a message a user can act on.
+    Raises DatasetError, ConfigError, OutputError or TrainingError (the loss stopped being
+    finite: nothing of that epoch is saved) with a message a user can act on.
     """
     ctx = setup_distributed(config.device, config.precision)
     try:
@@ -114,6 +115,24 @@ class _Data:
     train_loader: Any
     val_loader: Any
     workers: int
+
+
+def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
+    """DatasetError naming the shards that ``dataset.json`` lists but that are missing or
+    unfinished (no tar or no records file): training on the rest would quietly use fewer
+    tiles than the dataset holds."""
+    listed = info.extra.get("shards")
+    if not isinstance(listed, list):
+        return  # written before datasets listed their shards
+    present = {path.name for path in list_shards(tiles_dir)}
+    missing = [name for name in listed if name not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise DatasetError(
+            f"{tiles_dir}: {len(missing)} shard(s) listed in dataset.json are missing or "
+            f"incomplete ({shown}); copy them back or re-run geotiler tile"
+        )
 
 
 def _load_data(tiles_dirs: list[Path], info: DatasetInfo, config: TrainConfig,
@@ -156,6 +175,8 @@ def _train(
     start_time = time.perf_counter()
     config = config.resolved()
     infos = [load_dataset_info(d) for d in tiles_dirs]
+    for d, one in zip(tiles_dirs, infos, strict=True):
+        check_shards(d, one)
     info = pool_datasets(infos, [str(d) for d in tiles_dirs])
     if ctx.is_main:
         for other, d in zip(infos[1:], tiles_dirs[1:], strict=True):
@@ -210,7 +231,8 @@ def _train(
         with tqdm(total=expected_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                   leave=False, file=sys.stderr, dynamic_ncols=True,
                   disable=not (progress and ctx.is_main)) as bar:
-            stats = train_epoch(models, gan_loss, data.train_loader, config, ctx, bar)
+            stats = train_epoch(models, gan_loss, data.train_loader, config, ctx, bar,
+                                epoch=epoch)
         train_seconds = time.perf_counter() - epoch_start
         capped = ctx.distributed or (config.max_steps is not None
                                      and stats.steps_here >= config.max_steps)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from geotiler.errors import TrainingError
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distributed import Dist, all_reduce, autocast, batches, no_sync, unwrap, wrap
 from trainer.losses import GANLoss, bce_dice_loss, reconstruction_loss
@@ -184,6 +185,18 @@ class EpochStats:
     losses: dict[str, float] = field(default_factory=dict)  # mean per step
 
 
+def check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """TrainingError when a loss is NaN or infinite: the weights are then no longer numbers,
+    and training on would only write a model that predicts nothing."""
+    bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingError(
+            f"the training loss became {float(losses[bad[0]])} ({', '.join(bad)}) at epoch "
+            f"{epoch + 1}, step {step}; nothing of this epoch was saved. Lower --lr, or "
+            "check the tiles for extreme values"
+        )
+
+
 def train_epoch(
     models: Models,
     gan_loss: GANLoss,
@@ -191,8 +204,14 @@ def train_epoch(
     config: TrainConfig,
     ctx: Dist,
     bar: tqdm,
+    *,
+    epoch: int = 0,
 ) -> EpochStats:
-    """One pass over ``loader`` (at most ``config.max_steps`` steps), ticking ``bar``."""
+    """One pass over ``loader`` (at most ``config.max_steps`` steps), ticking ``bar``.
+
+    Raises:
+        TrainingError: a loss is not finite (checked every step on every rank).
+    """
     start = time.perf_counter()
     sums: dict[str, torch.Tensor] = {}
     steps = seen = 0
@@ -204,6 +223,7 @@ def train_epoch(
             losses = pix2pix_step(models, gan_loss, image, target, valid, config, ctx)
         else:
             losses = unet_step(models, image, target, valid, config, ctx)
+        check_finite(losses, epoch, steps + 1)
         for k, v in losses.items():
             sums[k] = sums.get(k, torch.zeros((), device=ctx.device)) + v.float()
         steps += 1

@@ -4,13 +4,17 @@
 configured. Library errors (:mod:`geotiler.errors`) become a one-line ``Error: ...`` and exit
 1, a :class:`~geotiler.errors.ConfigError` (a setting out of range or inconsistent with the
 data) exits 2 like bad usage, Ctrl-C exits 130 after the library has removed its partial
-files. The commands live one per module (:mod:`geotiler.cli`).
+files. Anything else a command raises (GDAL, PROJ, a codec, the OS, Dask) is caught by a
+last-resort net and also becomes one ``Error:`` line with exit 1, naming the file where
+the exception does; its traceback is logged at DEBUG (``-v``). The commands live one per
+module (:mod:`geotiler.cli`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -21,7 +25,9 @@ from geotiler.cli.evaluate import evaluate
 from geotiler.cli.predict import predict
 from geotiler.cli.tile import tile
 from geotiler.cli.train import train
-from geotiler.errors import ConfigError, GeotilerError
+from geotiler.errors import ConfigError, GeotilerError, OutputError, reason
+
+log = logging.getLogger("geotiler")
 
 
 def configure_logging(verbose: int, quiet: int) -> None:
@@ -36,6 +42,12 @@ def configure_logging(verbose: int, quiet: int) -> None:
         logger.propagate = False
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    # GDAL's own messages (rasterio logs them at ERROR) repeat what the one Error: line
+    # says; they are shown with -v.
+    rasterio_log = logging.getLogger("rasterio")
+    rasterio_log.handlers[:] = [handler]
+    rasterio_log.setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    rasterio_log.propagate = False
 
 
 class _BadSetting(click.ClickException):
@@ -58,12 +70,41 @@ class _Group(click.Group):
             # a Dask cluster being torn down reports its cancelled futures at exit: mute it
             for name in ("asyncio", "distributed", "tornado"):
                 logging.getLogger(name).disabled = True
+            # ... and a cluster that could not close in time is closed again at exit, where
+            # a failure is reported as an "Exception ignored" traceback: shown with -v only
+            sys.unraisablehook = _debug_unraisable
             click.echo("Interrupted: partial outputs were removed; rerun to continue.", err=True)
             sys.exit(130)
         except MemoryError:
             raise click.ClickException(
                 "out of memory: lower --batch-size/--workers or the block size"
             ) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except OSError as err:  # the OS refused a file operation the library did not expect
+            log.debug("".join(traceback.format_exception(err)))
+            raise click.ClickException(_os_message(err)) from None
+        except Exception as err:  # the last-resort net: one line, never a traceback
+            log.debug("".join(traceback.format_exception(err)))
+            raise click.ClickException(
+                f"{type(err).__name__}: {reason(err)} (run with -v for the traceback)"
+            ) from None
+
+
+def _debug_unraisable(unraisable: Any) -> None:
+    """After Ctrl-C: an exception Python cannot raise (in an atexit callback) is logged at
+    DEBUG instead of printed with its traceback."""
+    error = unraisable.exc_value
+    if error is not None:
+        log.debug("%s: %s", unraisable.err_msg or "ignored",
+                  "".join(traceback.format_exception(error)))
+
+
+def _os_message(err: OSError) -> str:
+    """One line for an OSError: the file it names and the OS's reason."""
+    if err.filename is None:
+        return f"{reason(err)} (run with -v for the traceback)"
+    return str(OutputError.writing(err.filename, err)).replace("cannot write", "cannot use", 1)
 
 
 @click.group(cls=_Group,

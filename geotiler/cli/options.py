@@ -26,6 +26,17 @@ progress_option = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 
 
+def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from geotiler.errors import ConfigError
+    from pipelines.cluster import check_scheduler
+
+    try:
+        return check_scheduler(value)
+    except ConfigError as err:
+        raise click.BadParameter(str(err).split("; got")[0].removeprefix("--scheduler "),
+                                 ctx, param) from None
+
+
 def scheduler_options(func: F) -> F:
     """``--scheduler`` and ``--workers``, shared by the commands that run Dask graphs."""
     func = click.option(
@@ -34,6 +45,7 @@ def scheduler_options(func: F) -> F:
     )(func)
     func = click.option(
         "--scheduler", default="auto", show_default=True, metavar="auto|threads|local|ADDRESS",
+        callback=_check_scheduler,
         help="Where Dask runs the work: 'threads' in this process, 'local' for a LocalCluster "
         "of processes (faster for large jobs, ~3 s to start), 'auto' to pick between them by "
         "the job's size, or the address of a running "

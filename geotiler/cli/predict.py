@@ -20,6 +20,7 @@ from geotiler.cli.options import (
 )
 from geotiler.instances import InstanceOptions
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
+from geotiler.tiles.config import parse_bands
 
 log = logging.getLogger("geotiler")
 
@@ -74,6 +75,10 @@ _INST = _PREDICT.instances
               show_default=True,
               help="Parts smaller than this many m² join the neighbour they share the "
               "longest border with.")
+@click.option("--bands", default=None, metavar="3,2,1",
+              help="The raster's band numbers (1-based) to feed the model, in the order it "
+              "was trained on. Required when the raster has another number of bands than "
+              "the model takes. Default: the model's own band numbers.")
 @device_option(_PREDICT.device, "Where the model runs ('auto': CUDA when available).")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
@@ -84,7 +89,7 @@ _INST = _PREDICT.instances
 @progress_option
 @scheduler_options
 def predict(raster: str, model_path: str, out: str, raster_out: str | None, scheduler: str,
-            workers: int | None, progress: bool, **options: Any) -> None:
+            workers: int | None, progress: bool, bands: str | None, **options: Any) -> None:
     """Predict building polygons on RASTER with a trained model.
 
     The raster is read block by block at the model's GSD (any size, any CRS) and
@@ -107,7 +112,8 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
         min_marker_area_m2=options.pop("min_marker_area"),
         min_fragment_m2=options.pop("min_fragment"),
     )
-    config = PredictConfig(instances=instances, **options)
+    config = PredictConfig(instances=instances,
+                           bands=None if bands is None else parse_bands(bands), **options)
     with open_client(scheduler, workers) as client:
         report = run_predict(raster, model_path, out, config, raster_out=raster_out,
                              client=client, workers=workers,

@@ -51,7 +51,9 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
 @click.option("--seed-blur", type=int, default=_TILE.seed_blur, show_default=True,
               help="Gaussian blur kernel (odd px) of the seed-rgb target; 0 for none.")
 @click.option("--max-nodata", type=float, default=_TILE.max_nodata, show_default=True,
-              help="Skip tiles with a larger fraction of nodata pixels.")
+              help="Skip tiles with a larger fraction of invalid pixels (nodata, alpha, mask, "
+              "NaN), counted over the part of the tile on the raster (edge padding does not "
+              "count).")
 @click.option("--min-building-fraction", type=float, default=_TILE.min_building_fraction,
               show_default=True, help="Skip training tiles with less building area than this.")
 @click.option("--keep-empty", type=float, default=_TILE.keep_empty, show_default=True,

@@ -66,15 +66,48 @@ def open_grid(path: Path, is_mask: bool) -> Grid:
     """The grid of the raster ``path``.
 
     Raises:
-        InputError: the raster is missing, unreadable, has no CRS or a rotated grid.
+        InputError: the raster is missing, unreadable, has no CRS or a rotated grid, or
+            (``is_mask``) has more than one band.
     """
     with open_raster(path) as src:
         if src.crs is None:
             raise InputError(f"raster {path} has no CRS; assign one with gdal_edit.py -a_srs")
         if src.transform.b != 0 or src.transform.d != 0:
             raise InputError(f"raster {path} has a rotated grid; warp it north-up first")
+        if is_mask and src.count != 1:
+            raise not_a_mask(path, f"it has {src.count} bands")
         return Grid(path, src.crs, src.transform, src.width, src.height,
                     src.nodata if is_mask else None, is_mask)
+
+
+def not_a_mask(path: Path, why: str) -> InputError:
+    """The error for a PRED raster that is not a building mask, suggesting predict's."""
+    stem = path.stem.removesuffix("_prob")
+    return InputError(
+        f"PRED {path} is not a single-band binary building mask ({why}); give the mask "
+        f"that geotiler predict writes, {path.with_name(f'{stem}_mask.tif')}, or its "
+        "polygons (.gpkg)"
+    )
+
+
+def check_binary_mask(grid: Grid, block: int = BLOCK_PX) -> None:
+    """InputError unless every valid pixel of the mask ``grid`` is 0 or one same other value
+    (1 as predict writes, or 255...): probabilities and images are refused, not scored as
+    if every non-zero pixel were building. Reads the mask block by block."""
+    building_value: float | None = None
+    with open_raster(grid.path) as src:
+        for core in _blocks(grid, block):
+            data = src.read(1, window=Window(core.col0, core.row0, core.width, core.height))
+            if grid.nodata is not None:
+                data = data[data != grid.nodata]
+            values = np.unique(data[data != 0])
+            if building_value is not None:
+                values = np.union1d(values, [building_value])
+            if len(values) > 1:
+                shown = ", ".join(f"{v:g}" for v in values[:4])
+                raise not_a_mask(grid.path, f"it holds the values 0, {shown}...")
+            if len(values):
+                building_value = float(values[0])
 
 
 def _rasterize(tree: shapely.STRtree, geoms: np.ndarray, grid: Grid, rect: Rect) -> np.ndarray:

@@ -12,7 +12,13 @@ import shapely
 
 from geotiler.errors import InputError
 from geotiler.evaluate.config import EvalConfig
-from geotiler.evaluate.grid import Grid, mask_polygons, open_grid, pixel_counts
+from geotiler.evaluate.grid import (
+    Grid,
+    check_binary_mask,
+    mask_polygons,
+    open_grid,
+    pixel_counts,
+)
 from geotiler.evaluate.matching import building_metrics
 from geotiler.evaluate.report import BoundaryMetrics, EvalReport, PixelMetrics
 from geotiler.evaluate.vectors import inside, polygons_only, read_polygons
@@ -34,8 +40,8 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     mask has to be polygonized.
 
     Raises:
-        InputError: an input is missing, unreadable or without CRS, or no truth footprint
-            lies on the prediction's extent.
+        InputError: an input is missing, unreadable or without CRS, a PRED raster is not
+            a single-band binary mask, or no truth footprint lies on the prediction's extent.
     """
     config = config if config is not None else EvalConfig()
     pred_path, truth_path = Path(pred), Path(truth)
@@ -44,6 +50,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     grid: Grid | None
     if is_mask:
         grid = open_grid(pred_path, is_mask=True)
+        check_binary_mask(grid, block)
         crs = grid.crs
         pred_geoms = mask_polygons(grid, block, halo)
         if raster is not None:

@@ -36,8 +36,8 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geotiler.atomic import atomic_path
-from geotiler.errors import ModelFileError
-from geotiler.io import ground_gsd, read_window
+from geotiler.errors import ModelFileError, OutputError
+from geotiler.io import GDAL_ERRORS, ground_gsd, open_raster, read_window
 from geotiler.polygons import PolygonOptions, building_channels, polygonize_block, to_map
 from geotiler.predict.blend import (
     Accumulator,
@@ -157,7 +157,7 @@ def infer_block(job: PredictJob, index: tuple[int, int], predictor: Predictor) -
     block = job.plan.block(*index)
     size = job.model.tile_size
     channels = len(job.model.channels)
-    with rasterio.open(job.grid.path) as src:
+    with open_raster(job.grid.path) as src:  # never from an overview: see geotiler.io
         image, valid = read_window(src, job.grid.bands, job.grid.map_bounds(block.extent),
                                    block.extent.shape, Resampling[job.grid.resampling],
                                    all_valid=not job.grid.has_nodata)
@@ -194,6 +194,9 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
     directory. The first five arguments after ``index`` are the block's own
     :class:`BlockOutput` fields; ``left`` is the left neighbour's ``right`` piece, ``up``
     the upper neighbour's ``bottom``, ``upleft`` the upper-left neighbour's ``corner``.
+
+    Raises:
+        OutputError: the block file cannot be written (naming the outputs' folder).
     """
     rect = job.plan.core(*index)
     probs = complete_core(CoreParts(probs, own_top, own_left), left, up, upleft)
@@ -207,11 +210,15 @@ def finalize_block(job: PredictJob, index: tuple[int, int], probs: np.ndarray,
                "transform": job.grid.block_transform(rect)}
     factors = overview_factors(job)
     for kind, data in (("prob", probs), ("mask", mask[None])):
-        with atomic_path(job.block_file(kind, index), keep_suffix=True) as tmp, \
-                rasterio.open(tmp, "w", count=data.shape[0], **profile) as dst:
-            dst.write(data)
-            if factors:
-                dst.build_overviews(factors, Resampling[OVERVIEW_RESAMPLING[kind]])
+        path = job.block_file(kind, index)
+        try:
+            with atomic_path(path, keep_suffix=True) as tmp, \
+                    rasterio.open(tmp, "w", count=data.shape[0], **profile) as dst:
+                dst.write(data)
+                if factors:
+                    dst.build_overviews(factors, Resampling[OVERVIEW_RESAMPLING[kind]])
+        except GDAL_ERRORS as err:  # a full disk, a file size limit: name the outputs' folder
+            raise OutputError.writing(path.parent.parent, err) from None
     histogram = (np.bincount(footprint[valid].ravel(), minlength=256) if job.config.otsu
                  else None)
     return BlockStats(index, windows_run, int((mask == 1).sum()), int(valid.sum()), histogram)
@@ -276,9 +283,12 @@ class MapPolygons:
         sizes = np.array([len(b) for b in wkb], dtype=np.int64)
         blob = np.frombuffer(b"".join(wkb), dtype=np.uint8)
         # keep_suffix: np.savez adds ".npz" to a name that does not end with it
-        with atomic_path(path, keep_suffix=True) as tmp:
-            np.savez(tmp, wkb=blob, sizes=sizes, area_m2=self.area_m2.astype(np.float64),
-                     score=self.score.astype(np.float64))
+        try:
+            with atomic_path(path, keep_suffix=True) as tmp:
+                np.savez(tmp, wkb=blob, sizes=sizes, area_m2=self.area_m2.astype(np.float64),
+                         score=self.score.astype(np.float64))
+        except OSError as err:
+            raise OutputError.writing(path.parent.parent, err) from None
 
     @classmethod
     def load(cls, path: Path) -> MapPolygons:

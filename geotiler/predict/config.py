@@ -71,6 +71,9 @@ class PredictConfig:
         regularize: square the corners of rectangular-enough polygons.
         instances: how the footprint and contour planes become one polygon per building
             (:class:`geotiler.instances.InstanceOptions`, sizes in m and m²).
+        bands: the raster's band numbers (1-based) to feed the model, in the model's order;
+            ``None``: the model's own band numbers, accepted only when the raster has as
+            many bands (alpha left out) as the model takes.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
         compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
@@ -92,6 +95,7 @@ class PredictConfig:
     min_area: float = 4.0
     regularize: bool = False
     instances: InstanceOptions = field(default_factory=InstanceOptions)
+    bands: tuple[int, ...] | None = None
     device: Device = "auto"
     probabilities: bool = True
     compress: Literal["zstd", "deflate"] = "zstd"
@@ -115,6 +119,8 @@ class PredictConfig:
         if self.min_area < 0:
             raise ConfigError(f"--min-area must be >= 0 m², got {self.min_area}")
         self.instances.check()
+        if self.bands is not None and (not self.bands or min(self.bands) < 1):
+            raise ConfigError(f"--bands are 1-based band numbers, got {list(self.bands)}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {DEVICES}, got {self.device!r}")
         if self.compress not in COG_COMPRESSION:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
+from rasterio.enums import ColorInterp
 
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
-from geotiler.io import open_raster_info
+from geotiler.io import open_raster, open_raster_info
 from geotiler.predict.config import ModelInfo, PredictConfig
 from geotiler.predict.grid import PredictGrid, model_grid
 from geotiler.predict.plan import BlockPlan, plan_blocks
@@ -87,26 +87,57 @@ def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = Tru
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise OutputError(f"cannot create output directory {folder}: {err.strerror}") from None
+            raise OutputError.writing(folder, err) from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"output directory {folder} is not writable")
 
 
-def check_bands(path: Path, model: ModelInfo) -> None:
-    """ModelFileError naming both band lists when the raster lacks the model's bands."""
-    try:
-        with rasterio.open(path) as src:
-            count = src.count
-            names = [src.descriptions[i] or src.colorinterp[i].name for i in range(count)]
-    except rasterio.errors.RasterioIOError:
-        return  # open_raster_info says what is wrong with the file
-    if max(model.bands) > count:
-        have = ", ".join(f"{i + 1}:{n}" for i, n in enumerate(names))
-        want = ", ".join(f"{b}:{n}" for b, n in zip(model.bands, model.band_names, strict=False))
-        raise ModelFileError(
-            f"{model.name} takes bands [{want}] but {path} has {count} band(s) [{have}]; "
-            "predict on a raster with the bands the model was trained on"
-        )
+def choose_bands(path: Path, model: ModelInfo, bands: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The raster's bands to feed the model, in its order.
+
+    ``bands`` (``--bands``) must be as many as the model takes and exist in the raster.
+    Without it the model's own band numbers are used, but only when the raster has as many
+    bands as the model takes (alpha bands left out): a 4-band B, G, R, NIR raster given to
+    an RGB model is refused rather than fed blue as red. Band names that differ from the
+    model's are warned about.
+
+    Raises:
+        ModelFileError: the band count differs and ``bands`` was not given, or ``bands``
+            has another count than the model's (naming both band lists).
+        InputError: ``bands`` asks for bands the raster does not have, or it cannot be read.
+    """
+    with open_raster(path) as src:
+        count = src.count
+        interps = src.colorinterp
+        names = [src.descriptions[i] or interps[i].name for i in range(count)]
+    usable = [i + 1 for i in range(count) if interps[i] != ColorInterp.alpha] or list(
+        range(1, count + 1))
+    have = ", ".join(f"{i}:{names[i - 1]}" for i in usable)
+    want = ", ".join(f"{b}:{n}" for b, n in zip(model.bands, model.band_names, strict=False))
+    if bands is None:
+        if len(usable) != len(model.bands) or max(model.bands) > count:
+            example = ",".join(str(b) for b in usable[: len(model.bands)])
+            raise ModelFileError(
+                f"{path} has {len(usable)} band(s) [{have}] but {model.name} takes "
+                f"{len(model.bands)} [{want}]; pick the raster's bands in the model's order "
+                f"with --bands, e.g. --bands {example}"
+            )
+        chosen = model.bands
+    else:
+        if len(bands) != len(model.bands):
+            raise ModelFileError(
+                f"--bands gives {len(bands)} band(s) but {model.name} takes "
+                f"{len(model.bands)} [{want}]"
+            )
+        if max(bands) > count:
+            raise InputError(f"{path} has {count} band(s); --bands asks for {list(bands)}")
+        chosen = tuple(bands)
+    given = [names[b - 1].lower() for b in chosen]
+    if given != [n.lower() for n in model.band_names]:
+        log.warning("%s: bands %s are named %s but %s was trained on %s; check --bands",
+                    path, list(chosen), [names[b - 1] for b in chosen], model.name,
+                    list(model.band_names))
+    return tuple(chosen)
 
 
 def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: PredictConfig,
@@ -119,7 +150,8 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     Raises:
         ConfigError: ``out`` is not a ``.gpkg``, or the overlap is not below the tile size.
         InputError: the raster is missing or cannot be predicted on (no CRS, rotated...).
-        ModelFileError: the raster lacks the model's bands.
+        ModelFileError: the raster's band count is not the model's and ``config.bands``
+            does not pick the bands (:func:`choose_bands`).
         OutputError: an output exists (without ``overwrite``) or cannot be written.
     """
     path = Path(raster)
@@ -133,19 +165,18 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
         )
     if not path.exists():
         raise InputError(f"raster {path} does not exist")
-    check_bands(path, model)
-    info = open_raster_info(path, bands=model.bands)
+    info = open_raster_info(path, bands=choose_bands(path, model, config.bands))
     if info.dtype != model.dtype:
         log.warning("%s is %s but %s was trained on %s; its normalization may not fit",
                     path, info.dtype, model.name, model.dtype)
-    if [n.lower() for n in info.band_names] != [n.lower() for n in model.band_names]:
-        log.info("raster bands %s, model bands %s (used by number)",
-                 list(info.band_names), list(model.band_names))
     check_outputs(outputs, config.overwrite, config.probabilities)
     grid = model_grid(info, model)
     plan = plan_blocks(grid.height, grid.width, model.tile_size, overlap, config.block)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{outputs.gpkg.stem}.blocks-",
-                                    dir=outputs.mask.parent))
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix=f".{outputs.gpkg.stem}.blocks-",
+                                        dir=outputs.mask.parent))
+    except OSError as err:
+        raise OutputError.writing(outputs.mask.parent, err) from None
     log.info("%s: %d x %d px at %.3g m (model grid%s), %d blocks, %d windows",
              path.name, grid.width, grid.height, model.gsd,
              "" if grid.native else ", resampled", len(plan.indexes), plan.num_windows)

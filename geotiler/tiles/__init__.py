@@ -11,6 +11,8 @@ One module per job:
 - :mod:`~geotiler.tiles.task` -- one shard's work: read strips, rasterize, select, write;
 - :mod:`~geotiler.tiles.plan` -- plan a run (rasters, grids, splits, shard specs) and finish it
   (``index.gpkg``, ``dataset.json``);
+- :mod:`~geotiler.tiles.outdir` -- the output directory: made safe, resumed only for inputs
+  of the same content (SHA-256), or discarded;
 - :mod:`~geotiler.tiles.schema` -- the ``dataset.json`` contract read by training.
 
 Nothing here knows Dask: :mod:`pipelines.tile` maps :func:`task.write_shard` over the shards.

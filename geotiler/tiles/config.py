@@ -39,7 +39,9 @@ class TileConfig:
         target: ``masks`` writes footprint + contour channels (0/255); ``seed-rgb`` writes
             the seed method's RGB target (white buildings, green outlines, blurred).
         seed_blur: Gaussian kernel size (odd, px) of the seed-rgb blur; 0 disables it.
-        max_nodata: tiles with a larger fraction of nodata pixels are skipped.
+        max_nodata: tiles with a larger fraction of invalid pixels (nodata, alpha, mask,
+            non-finite), counted over the part of the tile that lies on the raster, are
+            skipped; the padding of edge tiles does not count.
         min_building_fraction: training tiles with less building area are skipped
             (0 keeps all); val/test tiles are never filtered by content.
         keep_empty: fraction of building-free training tiles kept (deterministic per tile).

@@ -2,19 +2,18 @@
 
 :func:`plan_tiling` checks the inputs, builds each raster's grid, splits the tiles and cuts
 them into :class:`~geotiler.tiles.task.ShardSpec` s, each with the few footprints it can touch.
-:func:`prepare_output` makes the output directory safe to write (or resumable), and
-:func:`finish_dataset` writes ``index.gpkg`` and ``dataset.json`` from the shard results.
-Execution of the shards belongs to :mod:`pipelines.tile`.
+:func:`prepare_output` makes the output directory safe to write (or resumable: an earlier
+run's shards are reused only when the inputs have the same SHA-256, whatever their size and
+mtime say), and :func:`finish_dataset` writes ``index.gpkg`` and ``dataset.json`` from the
+shard results, or refuses a run that kept no tile, naming why. Execution of the shards
+belongs to :mod:`pipelines.tile`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +26,18 @@ import shapely
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path, write_json_atomic
-from geotiler.errors import InputError, OutputError
+from geotiler.errors import InputError
 from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
 from geotiler.tiles.grid import TileGrid, assign_splits, make_grid
+from geotiler.tiles.outdir import discard_dataset, prepare_output, record_digests, source_digests
 from geotiler.tiles.schema import (
-    CONFIG_FILE,
     DATASET_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
     DatasetInfo,
 )
-from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR
+from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,14 @@ class TilingPlan:
         info, grid = self.rasters[0], self.grids[0]
         return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
 
+    @property
+    def input_paths(self) -> list[Path]:
+        """The rasters, then the footprints."""
+        return [info.path for info in self.rasters] + [self.footprints_path]
+
     def fingerprint(self) -> dict[str, Any]:
-        """What must match for a rerun to reuse finished shards."""
+        """What must match, besides the inputs' SHA-256 (:func:`record_digests`), for a rerun
+        to reuse finished shards."""
         return {
             "config": self.config.to_dict(),
             "sources": [_stat(r.path) for r in self.rasters],
@@ -72,8 +77,7 @@ class TilingPlan:
 
 
 def _stat(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path.resolve()), "size": path.stat().st_size}
 
 
 def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
@@ -169,58 +173,22 @@ def plan_tiling(
     return TilingPlan(config, infos, grids, Path(footprints), shards, shard_geoms, report)
 
 
-def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool) -> bool:
-    """Make ``out_dir`` ready. Returns True when finished shards of an earlier identical run
-    may be reused.
-
-    An existing directory is used only if it is empty, or a geotiler dataset: made with the
-    same settings and inputs (resume), or any geotiler dataset with ``overwrite``.
-    Stale partial files of an interrupted run are removed.
-    """
-    out = Path(out_dir)
-    fingerprint = plan.fingerprint()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a directory")
-    resume = False
-    if out.is_dir() and any(out.iterdir()):
-        config_path = out / CONFIG_FILE
-        ours = config_path.is_file() or (out / DATASET_FILE).is_file()
-        if not ours:
-            raise OutputError(
-                f"--out {out} exists, is not empty and is not a geotiler tile dataset; "
-                "choose a new or empty directory"
-            )
-        previous = _read_json(config_path)
-        if previous is not None and previous.get("fingerprint") == fingerprint and not overwrite:
-            resume = True
-        elif overwrite:
-            log.info("--overwrite: removing the dataset in %s", out)
-            for name in (DATASET_FILE, INDEX_FILE, CONFIG_FILE):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
-        else:
-            raise OutputError(
-                f"--out {out} holds a tile dataset made with other settings or inputs; "
-                "add --overwrite to replace it, or choose another directory"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(f"*{PARTIAL_SUFFIX}*"):
-        stale.unlink()
-    if not os.access(out, os.W_OK):
-        raise OutputError(f"--out {out} is not writable")
-    write_json_atomic(out / CONFIG_FILE, {
-        "geotiler_version": __version__,
-        "fingerprint": fingerprint,
-    })
-    return resume
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def no_tiles_error(plan: TilingPlan) -> InputError:
+    """Why a run kept no tile, for the one-line error that ends it."""
+    report, config = plan.report, plan.config
+    causes = [
+        (report.skipped_nodata, f"{report.skipped_nodata} had more than --max-nodata "
+         f"{config.max_nodata:g} of their pixels invalid (nodata, alpha, mask or NaN)"),
+        (report.skipped_selection, f"{report.skipped_selection} training tile(s) were left "
+         f"out by --min-building-fraction {config.min_building_fraction:g} / --keep-empty "
+         f"{config.keep_empty:g}"),
+        (report.skipped_overlap_guard, f"{report.skipped_overlap_guard} overlapped tiles of "
+         "another split"),
+    ]
+    found = [text for count, text in sorted(causes, key=lambda c: -c[0]) if count]
+    sources = ", ".join(str(info.path) for info in plan.rasters)
+    return InputError(f"no tile of {sources} was kept: " + ("; ".join(found) or "none planned")
+                      + "; nothing was written")
 
 
 def finish_dataset(
@@ -234,9 +202,13 @@ def finish_dataset(
 
     ``digests`` maps source paths to their SHA-256 when the caller computed them already;
     missing ones are computed here.
+
+    Raises:
+        InputError: no tile was kept (the shards and ``config.json`` are removed, and the
+            message says which setting or input dropped the tiles).
     """
     digests = dict(digests or {})
-    for path in [info.path for info in plan.rasters] + [plan.footprints_path]:
+    for path in plan.input_paths:
         if path not in digests:
             digests[path] = file_digest(path)
     out = Path(out_dir)
@@ -245,6 +217,9 @@ def finish_dataset(
     for result in results:
         report.skipped_nodata += result.skipped_nodata
         report.skipped_selection += result.skipped_selection
+    if not records:
+        discard_dataset(out)
+        raise no_tiles_error(plan)
     for split in SPLITS:
         report.tiles[split] = sum(1 for r in records if r["split"] == split)
     report.buildings = sum(r["building_count"] for r in records)
@@ -358,4 +333,5 @@ def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) ->
 
 
 
-__all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output"]
+__all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output", "record_digests",
+           "source_digests"]

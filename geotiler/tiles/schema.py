@@ -89,7 +89,8 @@ class DatasetInfo:
         """Source-unit bands -> float32 ``(x - mean) / std * gain + bias``, 0 where not valid.
 
         ``image`` is (C,H,W) or (N,C,H,W) in any numeric dtype (a view, e.g. rotated, is
-        fine); ``valid`` is (H,W) or (N,H,W) bool. ``gain``/``bias`` fold a colour jitter
+        fine); ``valid`` is (H,W) or (N,H,W) bool, and pixels where it is False are 0 in
+        the result whatever they held (NaN included). ``gain``/``bias`` fold a colour jitter
         of the normalized values into the same pass. Returns a new float32 array of
         ``image``'s shape. Raises ValueError if the channels are not this dataset's bands.
         """
@@ -103,8 +104,8 @@ class DatasetInfo:
         x = image.astype(np.float32)  # a copy, laid out as ``image``
         x *= scale.astype(np.float32)[:, None, None]
         x += offset.astype(np.float32)[:, None, None]
-        if valid is not None:
-            x *= np.expand_dims(np.asarray(valid, dtype=bool), -3)
+        if valid is not None:  # a where, not a product: NaN x 0 would stay NaN
+            np.copyto(x, np.float32(0), where=~np.expand_dims(np.asarray(valid, dtype=bool), -3))
         return x
 
     def network_differences(self, saved: dict[str, Any]) -> list[str]:

@@ -12,35 +12,51 @@ the shard (``/vsitar/tiles/shards/train-000000.tar/{key}.image.tif``) and QGIS c
 A shard is written under a temporary name and renamed when complete; its records (and the
 task's summary: skipped tiles, per-band sums) are then written beside it as
 ``{name}.records.json``, which marks the shard as finished.
+
+Each record carries a CRC-32 of every member but itself (``checksums``), checked when the
+tile is read back: flipped bytes inside a compressed strip often decode without an error,
+so a mismatch, like a member that cannot be decoded at all, makes the tile corrupt
+(skipped with a warning, or :class:`~geotiler.errors.DatasetError`). Member names are
+UTF-8 in plain ustar headers (at most 100 bytes each).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import logging
-import os
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio.errors
-import tifffile
 from affine import Affine
 from rasterio.crs import CRS
 
-from geotiler.atomic import PARTIAL_SUFFIX, write_json_atomic
-from geotiler.errors import DatasetError
+from geotiler.atomic import PARTIAL_SUFFIX, atomic_path, partial_path, write_json_atomic
+from geotiler.errors import DatasetError, OutputError
 from geotiler.tiles.geotiff import decode
 
 log = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 RECORDS_SUFFIX = ".records.json"
+CHECKSUMS = "checksums"  # record field: member extension -> CRC-32 (8 hex digits)
+TAR_ENCODING = "utf-8"
+
+__all__ = ["CHECKSUMS", "PARTIAL_SUFFIX", "RECORDS_SUFFIX", "SHARD_DIR", "ShardWriter", "Tile",
+           "checksum", "iter_shard", "iter_tiles", "list_shards", "read_shard_summary",
+           "records_path", "shard_is_complete"]
+
+
+def checksum(data: bytes) -> str:
+    """CRC-32 of a member's bytes, as stored in its record."""
+    return f"{zlib.crc32(data):08x}"
 
 
 @dataclass
@@ -61,22 +77,33 @@ class Tile:
 
 
 class ShardWriter:
-    """Write one shard atomically: members go to ``{name}.tar.partial``, renamed on close.
+    """Write one shard atomically (:func:`geotiler.atomic.atomic_path`): members go to
+    ``{name}.tar.partial``, renamed on close.
 
     Use as a context manager; if the body raises (Ctrl-C included) the partial file is
-    removed and no shard appears.
+    removed and no shard appears. A write the OS refuses (full disk, file size limit)
+    raises OutputError naming the shard.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.tmp_path = partial_path(self.path)
         self._tar: tarfile.TarFile | None = None
+        self._atomic: contextlib.ExitStack | None = None
         self.records: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}
 
     def __enter__(self) -> ShardWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.USTAR_FORMAT)
+        stack = contextlib.ExitStack()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_path = stack.enter_context(atomic_path(self.path))
+            self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.USTAR_FORMAT,
+                                     encoding=TAR_ENCODING)
+        except OSError as err:
+            stack.close()
+            raise OutputError.writing(self.path, err) from None
+        self._atomic = stack
         return self
 
     def add(self, key: str, members: dict[str, bytes], record: dict[str, Any]) -> None:
@@ -85,24 +112,36 @@ class ShardWriter:
             raise RuntimeError("ShardWriter used outside its context")
         if "." in key or "/" in key:
             raise ValueError(f"tile keys may not contain '.' or '/': {key!r}")
+        record = {**record, CHECKSUMS: {ext: checksum(data) for ext, data in members.items()}}
         body = dict(members)
         body["json"] = json.dumps(record, sort_keys=True).encode()
-        for ext, data in body.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mtime = 0  # identical bytes for identical inputs
-            info.mode = 0o644
-            self._tar.addfile(info, io.BytesIO(data))
+        try:
+            for ext, data in body.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = 0  # identical bytes for identical inputs
+                info.mode = 0o644
+                self._tar.addfile(info, io.BytesIO(data))
+        except OSError as err:
+            raise OutputError.writing(self.path, err) from None
         self.records.append(record)
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        assert self._tar is not None
-        self._tar.close()
-        if exc_type is not None:
-            self.tmp_path.unlink(missing_ok=True)
-            return
-        os.replace(self.tmp_path, self.path)
-        write_json_atomic(records_path(self.path), {"records": self.records, **self.summary})
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._tar is None or self._atomic is None:
+            raise RuntimeError("ShardWriter closed outside its context")
+        try:
+            try:
+                self._tar.close()
+            except OSError as err:
+                if exc_type is None:
+                    raise OutputError.writing(self.path, err) from None
+        except BaseException as err:
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._atomic.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            write_json_atomic(records_path(self.path),
+                              {"records": self.records, **self.summary})
 
 
 def records_path(shard: Path) -> Path:
@@ -145,7 +184,7 @@ def iter_shard(
     """
     path = Path(path)
     try:
-        tar = tarfile.open(path, "r")  # noqa: SIM115 - closed by the with-block below
+        tar = tarfile.open(path, "r", encoding=TAR_ENCODING)  # noqa: SIM115 - closed below
     except (OSError, tarfile.TarError) as err:
         raise DatasetError(f"cannot open shard {path}: {err}") from None
     with tar:
@@ -182,14 +221,20 @@ def iter_shard(
 
 
 def _assemble(path: Path, key: str, group: dict[str, bytes], skip_corrupt: bool) -> Tile | None:
+    # Any failure to decode untrusted bytes (tifffile, imagecodecs' zstd/deflate/LZW, JSON,
+    # GDAL's CRS parser each raise their own types) means the same: a corrupt tile.
     try:
         record = json.loads(group["json"])
+        for ext, expected in (record.get(CHECKSUMS) or {}).items():
+            if ext not in group:
+                raise ValueError(f"member {key}.{ext} is missing")
+            if checksum(group[ext]) != expected:
+                raise ValueError(f"member {key}.{ext} fails its checksum")
         image, valid = decode(group["image.tif"])
         mask, _ = decode(group["mask.tif"])
         transform = Affine(*record["transform"])
         crs = _crs(record["crs"])
-    except (KeyError, ValueError, TypeError, tifffile.TiffFileError,
-            rasterio.errors.CRSError) as err:
+    except Exception as err:
         if not skip_corrupt:
             raise DatasetError(f"tile {key} in {path} is corrupt: {err!r}") from None
         log.warning("skipping corrupt tile %s in %s: %r", key, path, err)

@@ -11,6 +11,7 @@ identical to those made one at a time.
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import rasterio
 import shapely
 from rasterio.enums import Resampling
 
-from geotiler.io import RasterInfo, read_window
+from geotiler.io import RasterInfo, open_raster, read_window
 from geotiler.tiles.config import TileConfig
 from geotiler.tiles.contours import seed_rgb_planes
 from geotiler.tiles.geotiff import GeoTiffEncoder
@@ -58,15 +59,21 @@ class ShardResult:
     skipped_selection: int = 0
 
 
-MAX_SOURCE_CHARS = 40
+# Bytes (UTF-8) of the source part of a key: a member name ``{key}.image.tif`` must fit the
+# 100 bytes of a ustar header, and a CJK character takes 3 of them.
+MAX_SOURCE_BYTES = 40
 
 
 def source_key(source: str) -> str:
     """The source-name part of tile keys: no dots or slashes (WebDataset splits on dots),
-    and short, so member names fit a plain ustar header that GDAL's /vsitar/ reads."""
+    and at most :data:`MAX_SOURCE_BYTES` bytes in UTF-8 (a longer name keeps its start and
+    gets a CRC-32 of the whole), so member names fit a plain ustar header that GDAL's
+    /vsitar/ reads."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in source)
-    if len(safe) > MAX_SOURCE_CHARS:
-        safe = f"{safe[: MAX_SOURCE_CHARS - 9]}-{zlib.crc32(safe.encode()):08x}"
+    raw = safe.encode()
+    if len(raw) > MAX_SOURCE_BYTES:
+        head = raw[: MAX_SOURCE_BYTES - 9].decode("utf-8", errors="ignore")
+        safe = f"{head}-{zlib.crc32(raw):08x}"
     return safe
 
 
@@ -90,9 +97,13 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     """Write the tiles of ``spec`` into ``spec.path`` (atomically) and report what was done.
 
     ``geoms`` holds the footprints (raster CRS) that can touch these tiles. Tiles with more
-    nodata than ``max_nodata`` are skipped; in the train split, tiles below
-    ``min_building_fraction`` or building-free tiles beyond the ``keep_empty`` fraction are
-    skipped too.
+    nodata than ``max_nodata`` are skipped, the fraction counted over the part of the tile
+    that lies on the raster (the padding of edge tiles is not missing imagery); in the
+    train split, tiles below ``min_building_fraction`` or building-free tiles beyond the
+    ``keep_empty`` fraction are skipped too.
+
+    Raises:
+        InputError: the raster cannot be read. OutputError: the shard cannot be written.
     """
     grid, info = spec.grid, spec.raster
     nb = len(info.bands)
@@ -105,7 +116,8 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     resampling = resampling_for(grid, info)
     image_encoder = GeoTiffEncoder(info.crs, compress=config.compress, nodata=info.nodata)
     mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
-    with rasterio.open(info.path) as src, ShardWriter(spec.path) as writer:
+    extent = raster_extent_px(grid, info)
+    with open_raster(info.path) as src, ShardWriter(spec.path) as writer:
         for row, cols in tile_strips(spec.positions):
             candidates = geoms[tree.query(shapely.box(*_strip_bounds(grid, row, cols, pad)))]
             masks = strip_masks(
@@ -121,7 +133,7 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             images = _read_strip(src, info, grid, row, cols, resampling)
             for col, (mask, count), (image, valid) in zip(cols, masks, images, strict=True):
                 key = tile_key(info.name, row, col)
-                nodata_fraction = 1.0 - float(valid.mean())
+                nodata_fraction = _nodata_fraction(valid, grid, row, col, extent)
                 if nodata_fraction > config.max_nodata:
                     skipped_nodata += 1
                     continue
@@ -165,6 +177,23 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             "skipped_selection": skipped_selection,
         }
     return shard_result(writer.records, writer.summary)
+
+
+def raster_extent_px(grid: TileGrid, info: RasterInfo) -> tuple[int, int]:
+    """(rows, cols) of target pixels whose centre lies on the raster."""
+    height = info.height * abs(info.transform.e) / grid.pixel[1]
+    width = info.width * abs(info.transform.a) / grid.pixel[0]
+    return (math.ceil(height - 0.5), math.ceil(width - 0.5))
+
+
+def _nodata_fraction(valid: np.ndarray, grid: TileGrid, row: int, col: int,
+                     extent: tuple[int, int]) -> float:
+    """Invalid fraction of a tile's pixels that lie on the raster (padding left out)."""
+    rows = min(grid.size, max(0, extent[0] - row * grid.stride))
+    cols = min(grid.size, max(0, extent[1] - col * grid.stride))
+    if rows == 0 or cols == 0:
+        return 1.0
+    return 1.0 - float(np.count_nonzero(valid[:rows, :cols])) / (rows * cols)
 
 
 # Tiles handled together: long enough to spread the per-call costs of reading and

@@ -1,0 +1,141 @@
+"""The output directory of ``geotiler tile``: made safe to write, resumed, or discarded.
+
+A rerun reuses an earlier run's finished shards only when it has the same settings, the same
+input paths and sizes (``config.json["fingerprint"]``) and inputs of the same content: the
+SHA-256 of every input is added to ``config.json`` once hashed (:func:`record_digests`), and
+compared before anything is reused. Size and mtime alone would let a file edited in place
+(same size, mtime kept) pass as unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geotiler import __version__
+from geotiler.atomic import write_json_atomic
+from geotiler.errors import OutputError
+from geotiler.io import file_digest
+from geotiler.tiles.schema import CONFIG_FILE, DATASET_FILE, INDEX_FILE
+from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR
+
+if TYPE_CHECKING:
+    from geotiler.tiles.plan import TilingPlan
+
+log = logging.getLogger(__name__)
+
+
+def source_digests(plan: TilingPlan) -> dict[Path, str]:
+    """SHA-256 of every input file (rasters and footprints)."""
+    return {path: file_digest(path) for path in plan.input_paths}
+
+
+def _digest_json(digests: dict[Path, str]) -> dict[str, str]:
+    return {str(path.resolve()): digest for path, digest in digests.items()}
+
+
+def record_digests(out_dir: Path | str, plan: TilingPlan, digests: dict[Path, str]) -> None:
+    """Add the inputs' SHA-256 to ``config.json``: from then on a rerun can reuse this run's
+    shards (a run interrupted before its inputs were hashed is redone whole)."""
+    write_json_atomic(Path(out_dir) / CONFIG_FILE, {
+        "geotiler_version": __version__,
+        "fingerprint": plan.fingerprint(),
+        "sha256": _digest_json(digests),
+    })
+
+
+def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
+                   digests: Callable[[], dict[Path, str]] | None = None) -> bool:
+    """Make ``out_dir`` ready. Returns True when finished shards of an earlier identical run
+    may be reused.
+
+    An existing directory is used only if it is empty, or a geotiler dataset: made with the
+    same settings and inputs of the same content (resume: ``digests()`` gives the inputs'
+    SHA-256, computed only then), or any geotiler dataset with ``overwrite``. An earlier
+    run with the same settings whose inputs were never hashed is redone whole. Stale
+    partial files of an interrupted run are removed.
+
+    Raises:
+        OutputError: ``out_dir`` is a file, lies under one, cannot be created or written,
+            or holds something else than this dataset (without ``overwrite``).
+    """
+    out = Path(out_dir)
+    fingerprint = plan.fingerprint()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a directory")
+    resume = False
+    hashes: dict[Path, str] | None = None
+    if out.is_dir() and any(out.iterdir()):
+        config_path = out / CONFIG_FILE
+        ours = config_path.is_file() or (out / DATASET_FILE).is_file()
+        if not ours:
+            raise OutputError(
+                f"--out {out} exists, is not empty and is not a geotiler tile dataset; "
+                "choose a new or empty directory"
+            )
+        previous = _read_json(config_path) or {}
+        changed = "other settings or inputs"
+        if previous.get("fingerprint") == fingerprint and not overwrite:
+            hashes = (digests or (lambda: source_digests(plan)))()
+            recorded = previous.get("sha256")
+            if recorded == _digest_json(hashes):
+                resume = True
+            elif recorded is None:
+                log.info("%s: the earlier run stopped before its inputs were hashed; "
+                         "tiling again", out)
+                overwrite = True
+            else:
+                names = [p.name for p, d in hashes.items()
+                         if recorded.get(str(p.resolve())) != d]
+                changed = f"inputs of other content ({', '.join(names)} changed)"
+        if overwrite and not resume:
+            log.info("removing the dataset in %s", out)
+            for name in (DATASET_FILE, INDEX_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+        elif not resume:
+            raise OutputError(
+                f"--out {out} holds a tile dataset made with {changed}; "
+                "add --overwrite to replace it, or choose another directory"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.rglob(f"*{PARTIAL_SUFFIX}*"):
+            stale.unlink()
+    except OSError as err:
+        raise OutputError.writing(out, err) from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"--out {out} is not writable")
+    if hashes is not None:
+        record_digests(out, plan, hashes)
+    else:
+        write_json_atomic(out / CONFIG_FILE, {
+            "geotiler_version": __version__,
+            "fingerprint": fingerprint,
+        })
+    return resume
+
+
+def discard_dataset(out_dir: Path | str) -> None:
+    """Remove what a run wrote into ``out_dir`` (shards, config, index), and the folder
+    itself if nothing else is left in it."""
+    out = Path(out_dir)
+    shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+    for name in (DATASET_FILE, INDEX_FILE, CONFIG_FILE):
+        (out / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
