@@ -9,7 +9,6 @@ earlier identical run are read back instead of recomputed.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +21,15 @@ import rasterio
 import rasterio.errors
 import shapely
 
-from geotiler.io import file_digest
+from geotiler.errors import GeotilerError
+from geotiler.io import raster_source, source_digest
+from geotiler.progress import progress_mode
 from geotiler.tiles.config import TileConfig, TileReport
 from geotiler.tiles.plan import finish_dataset, plan_tiling, prepare_output
 from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR, read_shard_summary, shard_is_complete
 from geotiler.tiles.task import ShardResult, ShardSpec, shard_result, write_shard
 from pipelines.cluster import PendingClient
+from pipelines.progress import DaskProgress, wait_with_progress
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -46,6 +48,8 @@ def run_tiling(
     overwrite: bool = False,
     require_footprints: bool = False,
     progress: bool = True,
+    footprints_layer: str | None = None,
+    footprints_where: str | None = None,
 ) -> TileReport:
     """Tile ``rasters`` with ``footprints`` into the dataset directory ``out_dir``.
 
@@ -53,15 +57,17 @@ def run_tiling(
     release the GIL; on 2 cores threads measured faster than a process cluster), with
     ``workers`` threads. With a ``distributed.Client`` they run on its cluster, which must
     see the same file paths. A :class:`~pipelines.cluster.PendingClient` is waited for
-    once the job is planned, so a cluster can start meanwhile.
+    once the job is planned, so a cluster can start meanwhile. ``progress``: a bar on a
+    terminal, a few log lines otherwise (:mod:`geotiler.progress`).
     """
     started = time.perf_counter()
-    plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints)
+    plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints,
+                       footprints_layer=footprints_layer, footprints_where=footprints_where)
     resume = prepare_output(out_dir, plan, overwrite=overwrite)
     # hashing large sources takes seconds: do it while the tiles are being cut
     hasher = ThreadPoolExecutor(max_workers=1)
     paths = [info.path for info in plan.rasters] + [plan.footprints_path]
-    digests = hasher.submit(lambda: {path: file_digest(path) for path in paths})
+    digests = hasher.submit(lambda: {path: source_digest(path) for path in paths})
     results: list[ShardResult | None] = [None] * len(plan.shards)
     tasks = []
     positions = []
@@ -100,19 +106,13 @@ def _compute(
 ) -> list[ShardResult]:
     if not tasks:
         return []
+    mode = progress_mode(progress)
     if client is not None:
         futures = client.compute(tasks)
-        if progress:
-            from distributed import progress as dist_progress
-
-            dist_progress(futures)
+        wait_with_progress(futures, "tiling", "shard", mode)
         return list(client.gather(futures))
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(minimum=1.0, out=sys.stderr):
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+    with DaskProgress("tiling", "shard", mode, prefixes=("shard",)):
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
 
 
 def _remove_partials(out_dir: Path) -> None:
@@ -136,9 +136,9 @@ def is_large_job(rasters: Sequence[Path | str], config: TileConfig) -> bool:
     pixels = 0
     for path in rasters:
         try:
-            with rasterio.open(path) as src:
+            with rasterio.open(raster_source(path)) as src:
                 pixels += src.width * src.height
-        except (rasterio.errors.RasterioIOError, OSError):
+        except (rasterio.errors.RasterioIOError, OSError, GeotilerError):
             return False  # let planning report the bad input
     scale = config.scale or 1.0
     tiles = pixels / (config.stride * scale) ** 2

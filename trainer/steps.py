@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from geotiler.progress import ProgressMeter
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distributed import Dist, all_reduce, autocast, batches, no_sync, unwrap, wrap
 from trainer.losses import GANLoss, bce_dice_loss, l1_loss
@@ -189,7 +189,7 @@ def train_epoch(
     loader: Any,
     config: TrainConfig,
     ctx: Dist,
-    bar: tqdm,
+    bar: ProgressMeter,
 ) -> EpochStats:
     """One pass over ``loader`` (at most ``config.max_steps`` steps), ticking ``bar``."""
     start = time.perf_counter()

@@ -8,12 +8,11 @@ row of :data:`trainer.config.PRESETS`); the command builds that config and hands
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import click
 
-from geotiler.cli.options import device_option, overwrite_option
+from geotiler.cli.options import device_option, overwrite_option, progress_option
 from trainer.config import ARCHS, PRESET_NAMES, PRESETS, TrainConfig
 
 _TRAIN = TrainConfig()
@@ -79,8 +78,9 @@ def _preset_help() -> str:
               help="Time budget: start no new epoch after this many minutes (the best model "
               "so far is kept). Default: no limit.")
 @overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
+@progress_option
 def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str | None,
-          overwrite: bool, **options: Any) -> None:
+          overwrite: bool, progress: bool, **options: Any) -> None:
     """Train a building segmentation model on the tile shards in TILES_DIR.
 
     Validates on the 'val' split after every epoch (pixel IoU, F1, boundary F-score) and
@@ -100,7 +100,7 @@ def train(tiles_dir: str, out_path: str, resume: str | None, checkpoint_dir: str
     from trainer.loop import train as run_training
 
     config = TrainConfig(**options)
-    progress = sys.stderr.isatty() and logging.getLogger("trainer").isEnabledFor(logging.INFO)
+    progress = progress and logging.getLogger("trainer").isEnabledFor(logging.INFO)
     summary = run_training(tiles_dir, out_path, config, checkpoint_dir=checkpoint_dir,
                            resume=resume, overwrite=overwrite, progress=progress)
     if os.environ.get("RANK", "0") != "0":

@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
-from geotiler.io import open_raster_info
+from geotiler.io import open_raster_info, raster_source
 from geotiler.predict.config import ModelInfo, PredictConfig
 from geotiler.predict.grid import PredictGrid, model_grid
 from geotiler.predict.plan import BlockPlan, plan_blocks
@@ -92,7 +92,7 @@ def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = Tru
             raise OutputError(f"output directory {folder} is not writable")
 
 
-def check_bands(path: Path, model: ModelInfo) -> None:
+def check_bands(path: Path | str, model: ModelInfo) -> None:
     """ModelFileError naming both band lists when the raster lacks the model's bands."""
     try:
         with rasterio.open(path) as src:
@@ -122,7 +122,7 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
         ModelFileError: the raster lacks the model's bands.
         OutputError: an output exists (without ``overwrite``) or cannot be written.
     """
-    path = Path(raster)
+    path = raster_source(raster)  # a Path, or a remote raster's GDAL path
     outputs = output_paths(out, raster_out)
     overlap = model.tile_size // 4 if config.overlap is None else config.overlap
     config = dataclasses.replace(config, overlap=overlap)  # resolved, as written beside outputs
@@ -131,7 +131,7 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
             f"--overlap ({overlap}) must be smaller than the model's tile size "
             f"({model.tile_size})"
         )
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise InputError(f"raster {path} does not exist")
     check_bands(path, model)
     info = open_raster_info(path, bands=model.bands)
@@ -147,6 +147,6 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     workdir = Path(tempfile.mkdtemp(prefix=f".{outputs.gpkg.stem}.blocks-",
                                     dir=outputs.mask.parent))
     log.info("%s: %d x %d px at %.3g m (model grid%s), %d blocks, %d windows",
-             path.name, grid.width, grid.height, model.gsd,
+             info.name, grid.width, grid.height, model.gsd,
              "" if grid.native else ", resampled", len(plan.indexes), plan.num_windows)
     return PredictJob(grid, plan, model, config, outputs, workdir)
