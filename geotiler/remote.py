@@ -82,7 +82,8 @@ def remote_error(path: str, message: str) -> InputError:
                 else "the server refuses access; check the URL's token or GDAL_HTTP_HEADERS")
         return InputError(f"raster {url}: access denied (HTTP 403); {hint}")
     if "404" in text or "does not exist" in lower or "no such" in lower:
-        return InputError(f"raster {url}: not found (HTTP 404); check the URL")
+        status = "HTTP 404" if "404" in text else text
+        return InputError(f"raster {url}: not found ({status}); check the URL")
     if "timed out" in lower or "timeout" in lower:
         return InputError(f"raster {url}: timed out ({text}); raise GDAL_HTTP_TIMEOUT "
                           "(seconds) or check the network")

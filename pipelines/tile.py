@@ -21,8 +21,7 @@ import rasterio
 import rasterio.errors
 import shapely
 
-from geotiler.errors import GeotilerError
-from geotiler.io import raster_source, source_digest
+from geotiler.io import open_raster, raster_source, source_digest
 from geotiler.progress import progress_mode
 from geotiler.tiles.config import TileConfig, TileReport
 from geotiler.tiles.plan import finish_dataset, plan_tiling, prepare_output
@@ -131,14 +130,20 @@ def is_large_job(rasters: Sequence[Path | str], config: TileConfig) -> bool:
     """Whether a tiling job is big enough to pay for starting worker processes.
 
     Estimated from the rasters' headers (their pixel counts) before any planning, so that a
-    cluster can start while the job is planned.
+    cluster can start while the job is planned. Raises InputError for a remote raster
+    that cannot be opened (:func:`geotiler.io.open_raster`).
     """
     pixels = 0
     for path in rasters:
-        try:
-            with rasterio.open(raster_source(path)) as src:
+        source = raster_source(path)
+        if isinstance(source, str):  # remote: GDAL caches a failure, so report it now
+            with open_raster(source) as src:
                 pixels += src.width * src.height
-        except (rasterio.errors.RasterioIOError, OSError, GeotilerError):
+            continue
+        try:
+            with rasterio.open(source) as src:
+                pixels += src.width * src.height
+        except (rasterio.errors.RasterioIOError, OSError):
             return False  # let planning report the bad input
     scale = config.scale or 1.0
     tiles = pixels / (config.stride * scale) ** 2
