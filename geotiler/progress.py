@@ -48,13 +48,14 @@ class ProgressMeter:
 
     ``desc`` names the work in the bar and the log lines, ``unit`` its units (``shard``,
     ``step``, ``task``); ``summary`` adds a closing log line in ``log`` mode. The log-mode
-    intervals are seconds (``min_interval_s``, ``every_s``).
+    intervals and the bar's delay are seconds (``min_interval_s``, ``every_s``,
+    ``bar_delay_s``).
     """
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", *,
                  mode: Mode = "log", stream: TextIO | None = None, summary: bool = True,
                  min_interval_s: float = LOG_MIN_INTERVAL_S,
-                 every_s: float = LOG_EVERY_S) -> None:
+                 every_s: float = LOG_EVERY_S, bar_delay_s: float = BAR_DELAY_S) -> None:
         self.total = total
         self.n = 0
         self.desc, self.unit, self.mode, self.summary = desc, unit, mode, summary
@@ -69,7 +70,7 @@ class ProgressMeter:
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False,
                              file=stream if stream is not None else sys.stderr,
-                             dynamic_ncols=True, delay=BAR_DELAY_S)
+                             dynamic_ncols=True, delay=bar_delay_s)
 
     def reset(self, total: int) -> None:
         """Start over with ``total`` units (a Dask graph knows its size when it starts)."""
