@@ -9,11 +9,31 @@ import sys
 from pathlib import Path
 
 import dask
+import pytest
 
 from geotiler.progress import ProgressMeter, progress_mode
 from pipelines.progress import DaskProgress
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def lines():
+    """The messages logged to ``geotiler.progress`` (the CLI stops them propagating to the
+    root logger once a command has run, so caplog's root handler would not see them)."""
+    logged: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    logger = logging.getLogger("geotiler.progress")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield logged
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 class Terminal(io.StringIO):
@@ -27,26 +47,23 @@ def test_mode_follows_the_stream_and_the_switch():
     assert progress_mode(False, Terminal()) == "off"
 
 
-def test_log_mode_writes_a_line_per_tenth_and_a_summary(caplog):
-    caplog.set_level(logging.INFO, logger="geotiler.progress")
+def test_log_mode_writes_a_line_per_tenth_and_a_summary(lines):
     with ProgressMeter(200, "tiling", "shard", mode="log", min_interval_s=0) as meter:
         for _ in range(200):
             meter.update(1)
-    lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 10, lines  # 10 %, 20 %, ... 90 %, then the summary
     assert lines[0].startswith("tiling: 20/200 shards (10%)") and "ETA" in lines[0]
     assert lines[-1].startswith("tiling: 200 shards done in")
     assert not any("\r" in line for line in lines)
 
 
-def test_log_mode_is_quiet_between_intervals_and_off_is_silent(caplog):
-    caplog.set_level(logging.INFO, logger="geotiler.progress")
+def test_log_mode_is_quiet_between_intervals_and_off_is_silent(lines):
     with ProgressMeter(100, "epoch 1/3", "step", mode="log", summary=False) as meter:
         for _ in range(100):  # far quicker than LOG_MIN_INTERVAL_S: no line at all
             meter.update(1)
     with ProgressMeter(100, "predicting", "task", mode="off") as meter:
         meter.update(100)
-    assert caplog.records == []
+    assert lines == []
 
 
 def test_bar_mode_draws_on_the_terminal():
@@ -58,8 +75,7 @@ def test_bar_mode_draws_on_the_terminal():
     assert "tiling" in stream.getvalue() and "\r" in stream.getvalue()
 
 
-def test_dask_callback_counts_the_named_tasks(caplog):
-    caplog.set_level(logging.INFO, logger="geotiler.progress")
+def test_dask_callback_counts_the_named_tasks(lines):
 
     def work(i: int) -> int:
         return i * 2
@@ -70,7 +86,7 @@ def test_dask_callback_counts_the_named_tasks(caplog):
     with callback:
         assert dask.compute(total, scheduler="sync")[0] == 20
     assert callback.progress.total == 5 and callback.progress.n == 5
-    assert caplog.records[-1].getMessage().startswith("tiling: 5 shards done in")
+    assert lines[-1].startswith("tiling: 5 shards done in")
 
 
 def test_a_tile_run_logging_to_a_file_writes_no_carriage_returns(scene, tmp_path):
