@@ -14,7 +14,11 @@ nothing here imports click except :mod:`geotiler.cli`, nothing imports Dask exce
 - :mod:`geotiler.instances` -- footprint + contour probabilities -> one label per building;
 - :mod:`geotiler.polygons` -- labelled blocks -> polygons, each building once;
 - :mod:`geotiler.metrics` -- confusion and boundary counts shared by training and evaluate;
-- :mod:`geotiler.io` -- rasters and vectors in (windows, GSD, footprints);
+- :mod:`geotiler.io` -- rasters and vectors in (windows, GSD, footprints, layers, filters,
+  OpenStreetMap extracts);
+- :mod:`geotiler.remote` -- rasters over HTTPS and S3 (GDAL paths, one-line errors, ETags);
+- :mod:`geotiler.styles` -- default QGIS styles of the outputs;
+- :mod:`geotiler.progress` -- the one progress convention (bar, log lines, nothing);
 - :mod:`geotiler.atomic` -- the one write-then-rename helper;
 - :mod:`geotiler.device`, :mod:`geotiler.errors`, :mod:`geotiler.quicklook`,
   :mod:`geotiler.synthetic` (our own labelled scenes: sample data, tests, benchmarks).

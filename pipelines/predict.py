@@ -54,6 +54,8 @@ from geotiler.predict.blocks import (
 from geotiler.predict.config import ModelInfo, PredictConfig, Predictor
 from geotiler.predict.job import PredictJob, prepare
 from geotiler.predict.outputs import PredictReport, abort, finish
+from geotiler.progress import progress_mode
+from pipelines.progress import DaskProgress, wait_with_progress
 
 if TYPE_CHECKING:
     from distributed import Client, Worker
@@ -225,23 +227,20 @@ def _trim_heap() -> None:
 def _compute(settled: Any, polygons: list[Any], client: Client | None,
              workers: int | None, progress: bool) -> tuple[PredictJob, list[BlockStats]]:
     """Run the graph: the settled job and block stats (the polygon tasks return only
-    counts; their polygons are on disk)."""
+    counts; their polygons are on disk). ``progress``: a bar on a terminal, a few log lines
+    otherwise (:mod:`geotiler.progress`), counting blocks inferred and polygonized."""
+    mode = progress_mode(progress)
     if client is not None:
-        futures = client.compute([settled, polygons])
-        if progress:
-            from distributed import progress as dist_progress
-
-            dist_progress(futures)
-        (job, stats), _ = client.gather(futures)
+        futures = client.compute([settled, *polygons])
+        wait_with_progress(futures, "predicting", "task", mode)
+        job, stats = client.gather(futures)[0]
         return job, list(stats)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(
             workers or default_threads(), initializer=_background_priority,
             thread_name_prefix="geotiler-predict"))
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            stack.enter_context(ProgressBar(minimum=1.0, out=sys.stderr))
+        stack.enter_context(DaskProgress("predicting", "task", mode,
+                                         prefixes=("infer", "polygonize")))
         result = dask.compute(settled, polygons, scheduler="threads", pool=pool)
     job, stats = result[0]
     return job, list(stats)

@@ -9,7 +9,6 @@ earlier identical run are read back instead of recomputed.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,10 @@ import rasterio
 import rasterio.errors
 import shapely
 
+from geotiler.io import open_raster, raster_source
+from geotiler.progress import progress_mode
 from geotiler.tiles.config import TileConfig, TileReport
+from geotiler.tiles.outdir import Digests
 from geotiler.tiles.plan import (
     TilingPlan,
     finish_dataset,
@@ -34,6 +36,7 @@ from geotiler.tiles.plan import (
 from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR, read_shard_summary, shard_is_complete
 from geotiler.tiles.task import ShardResult, ShardSpec, shard_result, write_shard
 from pipelines.cluster import PendingClient
+from pipelines.progress import DaskProgress, wait_with_progress
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -52,6 +55,8 @@ def run_tiling(
     overwrite: bool = False,
     require_footprints: bool = False,
     progress: bool = True,
+    footprints_layer: str | None = None,
+    footprints_where: str | None = None,
 ) -> TileReport:
     """Tile ``rasters`` with ``footprints`` into the dataset directory ``out_dir``.
 
@@ -60,7 +65,8 @@ def run_tiling(
     ``workers`` threads. With a ``distributed.Client`` they run on its cluster, which must
     see the same file paths. A :class:`~pipelines.cluster.PendingClient` is waited for
     once the job is planned (so a cluster can start meanwhile) and before ``out_dir`` is
-    touched. Whatever fails, no partial file is left behind.
+    touched. Whatever fails, no partial file is left behind. ``progress``: a bar on a
+    terminal, a few log lines otherwise (:mod:`geotiler.progress`).
 
     Raises:
         InputError, ConfigError, OutputError: see :func:`~geotiler.tiles.plan.plan_tiling`,
@@ -68,14 +74,15 @@ def run_tiling(
             :func:`~geotiler.tiles.plan.finish_dataset` (a run that kept no tile).
     """
     started = time.perf_counter()
-    plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints)
+    plan = plan_tiling(rasters, footprints, out_dir, config, require_footprints=require_footprints,
+                       footprints_layer=footprints_layer, footprints_where=footprints_where)
     # Everything is checked before anything is created: a scheduler that cannot be reached
     # fails here, not after --out and its config.json exist.
     if isinstance(client, PendingClient):
         client = client.get()
-    known: dict[Path, str] = {}
+    known: Digests = {}
 
-    def digests_now() -> dict[Path, str]:
+    def digests_now() -> Digests:
         known.update(source_digests(plan))
         return known
 
@@ -115,8 +122,8 @@ def run_tiling(
     return plan.report
 
 
-def _hash_and_record(out_dir: Path, plan: TilingPlan, known: dict[Path, str]
-                     ) -> dict[Path, str]:
+def _hash_and_record(out_dir: Path, plan: TilingPlan, known: Digests
+                     ) -> Digests:
     """The inputs' SHA-256 (``known`` if already computed), recorded in ``config.json``."""
     digests = known or source_digests(plan)
     if not known:
@@ -129,19 +136,13 @@ def _compute(
 ) -> list[ShardResult]:
     if not tasks:
         return []
+    mode = progress_mode(progress)
     if client is not None:
         futures = client.compute(tasks)
-        if progress:
-            from distributed import progress as dist_progress
-
-            dist_progress(futures)
+        wait_with_progress(futures, "tiling", "shard", mode)
         return list(client.gather(futures))
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(minimum=1.0, out=sys.stderr):
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
-    return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
+    with DaskProgress("tiling", "shard", mode, prefixes=("shard",)):
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers))
 
 
 def _remove_partials(out_dir: Path) -> None:
@@ -160,12 +161,18 @@ def is_large_job(rasters: Sequence[Path | str], config: TileConfig) -> bool:
     """Whether a tiling job is big enough to pay for starting worker processes.
 
     Estimated from the rasters' headers (their pixel counts) before any planning, so that a
-    cluster can start while the job is planned.
+    cluster can start while the job is planned. Raises InputError for a remote raster
+    that cannot be opened (:func:`geotiler.io.open_raster`).
     """
     pixels = 0
     for path in rasters:
+        source = raster_source(path)
+        if isinstance(source, str):  # remote: GDAL caches a failure, so report it now
+            with open_raster(source) as src:
+                pixels += src.width * src.height
+            continue
         try:
-            with rasterio.open(path) as src:
+            with rasterio.open(source) as src:
                 pixels += src.width * src.height
         except (rasterio.errors.RasterioIOError, OSError):
             return False  # let planning report the bad input

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from geotiler import __version__
 from geotiler.errors import ConfigError, DatasetError
+from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
@@ -228,9 +227,8 @@ def _train(
         epoch_start = time.perf_counter()
         lr = set_lr(models, epoch, config)
         data.train.set_epoch(epoch)
-        with tqdm(total=expected_steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                  leave=False, file=sys.stderr, dynamic_ncols=True,
-                  disable=not (progress and ctx.is_main)) as bar:
+        with ProgressMeter(expected_steps, f"epoch {epoch + 1}/{config.epochs}", "step",
+                           mode=progress_mode(progress and ctx.is_main), summary=False) as bar:
             stats = train_epoch(models, gan_loss, data.train_loader, config, ctx, bar,
                                 epoch=epoch)
         train_seconds = time.perf_counter() - epoch_start

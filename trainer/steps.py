@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from geotiler.errors import TrainingError
+from geotiler.progress import ProgressMeter
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distributed import Dist, all_reduce, autocast, batches, no_sync, unwrap, wrap
 from trainer.losses import GANLoss, bce_dice_loss, reconstruction_loss
@@ -203,7 +203,7 @@ def train_epoch(
     loader: Any,
     config: TrainConfig,
     ctx: Dist,
-    bar: tqdm,
+    bar: ProgressMeter,
     *,
     epoch: int = 0,
 ) -> EpochStats:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from geotiler.cli.options import overwrite_option
+from geotiler.cli.options import layer_options, overwrite_option
 from geotiler.evaluate.config import EvalConfig
 
 _EVAL = EvalConfig()
@@ -19,8 +19,10 @@ _EVAL = EvalConfig()
 @click.argument("pred", type=click.Path(path_type=str))
 @click.argument("truth", type=click.Path(path_type=str))
 @click.option("--raster", default=None, type=click.Path(path_type=str),
-              help="Grid for pixel scores when PRED is polygons. Default: the "
-              "{stem}_mask.tif that predict wrote beside PRED, if there.")
+              help="Grid for pixel scores when PRED is polygons (a file or an https:// or "
+              "s3:// URL). Default: the {stem}_mask.tif that predict wrote beside PRED, if "
+              "there.")
+@layer_options("truth", "truth")
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Also write the metrics as JSON to this file.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=_EVAL.tolerance,
@@ -30,7 +32,8 @@ _EVAL = EvalConfig()
               help="IoU at which a predicted building matches a true one.")
 @overwrite_option("Replace an existing --out file.")
 def evaluate(pred: str, truth: str, raster: str | None, out: str | None, tolerance: float,
-             iou_threshold: float, overwrite: bool) -> None:
+             iou_threshold: float, overwrite: bool, truth_layer: str | None,
+             truth_where: str | None) -> None:
     """Score predicted buildings PRED (mask GeoTIFF or polygon layer) against TRUTH
     footprints (any vector format and CRS).
 
@@ -50,7 +53,8 @@ def evaluate(pred: str, truth: str, raster: str | None, out: str | None, toleran
     if out is not None and os.path.exists(out) and not overwrite:
         raise click.ClickException(f"{out} already exists; use --overwrite to replace it")
     config = EvalConfig(tolerance=tolerance, iou_threshold=iou_threshold)
-    report = run_evaluation(pred, truth, raster, config)
+    report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,
+                            truth_where=truth_where)
     click.echo(report.format_table())
     if out is not None:
         save_report(report, out, overwrite=overwrite)

@@ -23,7 +23,25 @@ def overwrite_option(help_text: str) -> Callable[[F], F]:
 
 
 progress_option = click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+    "--progress/--no-progress", default=True, show_default=True,
+    help="Show progress: a bar on a terminal, a few log lines when stderr is a file or a "
+    "pipe. -q also turns it off.")
+
+
+def layer_options(name: str, what: str) -> Callable[[F], F]:
+    """``--{name}-layer`` and ``--{name}-where``: which layer of a vector input and an OGR
+    SQL filter on its features (``what`` names the input in the help)."""
+    def decorate(func: F) -> F:
+        func = click.option(
+            f"--{name}-where", default=None, metavar="SQL",
+            help=f"OGR SQL filter on the {what}' attributes, e.g. \"building IS NOT NULL\" "
+            "(default for OpenStreetMap .osm/.osm.pbf extracts).")(func)
+        func = click.option(
+            f"--{name}-layer", default=None, metavar="NAME",
+            help=f"Layer of the {what} file to read. Default: its only polygon layer "
+            "('multipolygons' for OpenStreetMap extracts).")(func)
+        return func
+    return decorate
 
 
 def _check_scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:

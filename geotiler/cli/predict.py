@@ -92,7 +92,8 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
             workers: int | None, progress: bool, bands: str | None, **options: Any) -> None:
     """Predict building polygons on RASTER with a trained model.
 
-    The raster is read block by block at the model's GSD (any size, any CRS) and
+    RASTER is a file or an https:// or s3:// URL (read in place through GDAL's /vsicurl/ and
+    /vsis3/). The raster is read block by block at the model's GSD (any size, any CRS) and
     predicted in overlapping windows blended without seams. Writes OUT (GeoPackage,
     layer 'buildings' with area_m2 and score), a probability GeoTIFF and a mask GeoTIFF
     (tiled, compressed, with overviews, on the model's grid in the raster's CRS).

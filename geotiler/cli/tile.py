@@ -13,7 +13,12 @@ from typing import Any
 
 import click
 
-from geotiler.cli.options import overwrite_option, progress_option, scheduler_options
+from geotiler.cli.options import (
+    layer_options,
+    overwrite_option,
+    progress_option,
+    scheduler_options,
+)
 from geotiler.tiles.config import COMPRESSIONS, TARGETS, TileConfig, parse_bands, parse_split
 
 log = logging.getLogger("geotiler")
@@ -28,7 +33,9 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
 @click.command()
 @click.argument("rasters", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--footprints", "-f", required=True, type=click.Path(path_type=str),
-              help="Building polygons (GPKG, GeoJSON, Shapefile, GeoParquet; any CRS).")
+              help="Building polygons (GPKG, GeoJSON, Shapefile, GeoParquet, OpenStreetMap "
+              ".osm/.osm.pbf; any CRS).")
+@layer_options("footprints", "footprints")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=str),
               help="Dataset directory to create (or to finish, if an identical run stopped).")
 @click.option("--size", type=int, default=_TILE.size, show_default=True,
@@ -69,6 +76,10 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
 @click.option("--compress", type=click.Choice(list(COMPRESSIONS)),
               default=_TILE.compress, show_default=True,
               help="Compression of tile GeoTIFFs (deflate for GDAL older than 2.3).")
+@click.option("--overviews/--no-overviews", default=_TILE.overviews, show_default=True,
+              help="Read at a coarser --gsd from the raster's own overviews (faster, and far "
+              "fewer bytes from a remote COG), at the price of tiles that depend on how the "
+              "overviews were resampled.")
 @click.option("--require-footprints", is_flag=True,
               help="Fail (instead of warning) when a raster has no footprint on it.")
 @overwrite_option("Replace an existing dataset in --out.")
@@ -76,17 +87,21 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
 @scheduler_options
 def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
          bands: str | None, scheduler: str, workers: int | None, overwrite: bool,
-         require_footprints: bool, progress: bool, **options: Any) -> None:
+         require_footprints: bool, progress: bool, footprints_layer: str | None,
+         footprints_where: str | None, **options: Any) -> None:
     """Cut RASTERS and their building FOOTPRINTS into georeferenced tile shards.
 
     Each tile is a GeoTIFF pair (image + masks: footprint and contour outlines) inside
     OUT/shards/{split}-NNNNNN.tar; OUT/index.gpkg shows every tile in QGIS and
     OUT/dataset.json describes the dataset for `geotiler train`. Rasters are read window
-    by window, so any size works. Rerunning the same command finishes an interrupted run.
+    by window, so any size works; RASTERS may be https:// or s3:// URLs (cloud-optimized
+    GeoTIFFs are read by range requests). Rerunning the same command finishes an
+    interrupted run.
 
     \b
-    Example:
+    Examples:
       geotiler tile sample_data/area.tif --footprints sample_data/buildings.gpkg --out tiles/
+      geotiler tile https://example.com/scene.tif -f extract.osm.pbf -o tiles/
     """
     from pipelines.cluster import start_client
     from pipelines.tile import is_large_job
@@ -106,6 +121,7 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
             rasters, footprints, out_dir, config, client=client, workers=workers,
             overwrite=overwrite, require_footprints=require_footprints,
             progress=progress and log.isEnabledFor(logging.INFO),
+            footprints_layer=footprints_layer, footprints_where=footprints_where,
         )
     t = report.tiles
     click.echo(

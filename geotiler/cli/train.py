@@ -8,12 +8,11 @@ row of :data:`trainer.config.PRESETS`); the command builds that config and hands
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import click
 
-from geotiler.cli.options import device_option, overwrite_option
+from geotiler.cli.options import device_option, overwrite_option, progress_option
 from geotiler.device import PRECISIONS
 from trainer.config import ARCHS, PRESET_NAMES, PRESETS, RECONS, TrainConfig
 
@@ -93,9 +92,10 @@ def _preset_help() -> str:
               help="Time budget: start no new epoch after this many minutes (the best model "
               "so far is kept). Default: no limit.")
 @overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
+@progress_option
 def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
-          checkpoint_dir: str | None,
-          overwrite: bool, **options: Any) -> None:
+          checkpoint_dir: str | None, overwrite: bool, progress: bool,
+          **options: Any) -> None:
     """Train a building segmentation model on the tile shards in TILES_DIR (one or more
     tile datasets, e.g. one per scene, with the same bands, tile size and GSD; their
     normalization is pooled).
@@ -118,7 +118,7 @@ def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
     from trainer.loop import train as run_training
 
     config = TrainConfig(**options)
-    progress = sys.stderr.isatty() and logging.getLogger("trainer").isEnabledFor(logging.INFO)
+    progress = progress and logging.getLogger("trainer").isEnabledFor(logging.INFO)
     summary = run_training(list(tiles_dirs), out_path, config, checkpoint_dir=checkpoint_dir,
                            resume=resume, overwrite=overwrite, progress=progress)
     if os.environ.get("RANK", "0") != "0":

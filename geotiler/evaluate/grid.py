@@ -32,7 +32,7 @@ from geotiler.predict.plan import Rect, plan_blocks
 class Grid:
     """A raster's pixel grid, and how to read a prediction mask or validity from it."""
 
-    path: Path
+    path: Path | str  # a file, or a remote raster's GDAL path (geotiler.io.raster_source)
     crs: CRS
     transform: Affine
     width: int
@@ -62,7 +62,7 @@ class Grid:
         return np.zeros(valid.shape, dtype=bool), valid
 
 
-def open_grid(path: Path, is_mask: bool) -> Grid:
+def open_grid(path: Path | str, is_mask: bool) -> Grid:
     """The grid of the raster ``path``.
 
     Raises:
@@ -80,8 +80,9 @@ def open_grid(path: Path, is_mask: bool) -> Grid:
                     src.nodata if is_mask else None, is_mask)
 
 
-def not_a_mask(path: Path, why: str) -> InputError:
+def not_a_mask(path: Path | str, why: str) -> InputError:
     """The error for a PRED raster that is not a building mask, suggesting predict's."""
+    path = Path(path)
     stem = path.stem.removesuffix("_prob")
     return InputError(
         f"PRED {path} is not a single-band binary building mask ({why}); give the mask "

@@ -22,7 +22,7 @@ from geotiler.evaluate.grid import (
 from geotiler.evaluate.matching import building_metrics
 from geotiler.evaluate.report import BoundaryMetrics, EvalReport, PixelMetrics
 from geotiler.evaluate.vectors import inside, polygons_only, read_polygons
-from geotiler.io import ground_gsd, load_footprints
+from geotiler.io import ground_gsd, load_footprints, raster_source, source_label
 from geotiler.polygons import BLOCK_PX, HALO_PX
 
 #: A PRED with one of these suffixes is a mask raster; anything else a polygon layer.
@@ -31,10 +31,13 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 
 def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = None,
              config: EvalConfig | None = None, *, block: int = BLOCK_PX,
-             halo: int = HALO_PX) -> EvalReport:
+             halo: int = HALO_PX, truth_layer: str | None = None,
+             truth_where: str | None = None) -> EvalReport:
     """Score ``pred`` (mask GeoTIFF or polygon layer) against the footprints ``truth``.
 
-    ``raster``: the grid for pixel scores when ``pred`` is polygons. ``config``: boundary
+    ``raster``: the grid for pixel scores when ``pred`` is polygons (a file, or a remote
+    ``https://``/``s3://`` raster). ``truth_layer``/``truth_where``: the truth's layer and
+    OGR SQL filter (:func:`geotiler.io.load_footprints`). ``config``: boundary
     tolerance (m) and matching IoU threshold (default :class:`EvalConfig`'s).
     ``block``/``halo``: px per block (bounds memory) and the polygonization halo (px) when a
     mask has to be polygonized.
@@ -59,7 +62,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         predicted = read_polygons(pred_path)
         sibling = pred_path.with_name(f"{pred_path.stem}_mask.tif")
         if raster is not None:
-            grid = open_grid(Path(raster), is_mask=False)
+            grid = open_grid(raster_source(raster), is_mask=False)
         elif sibling.exists():
             grid = open_grid(sibling, is_mask=False)
             notes.append(f"pixel scores on the grid of {sibling.name}")
@@ -69,7 +72,8 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         crs = grid.crs if grid is not None else predicted.crs
         pred_geoms = predicted.to_crs(crs)
 
-    footprints = load_footprints(truth_path)
+    footprints = load_footprints(truth_path, layer=truth_layer, where=truth_where,
+                                 what="truth", layer_option="--truth-layer")
     truth_geoms = polygons_only(footprints.to_crs(crs))
     if footprints.repaired:
         notes.append(f"{footprints.repaired} invalid truth polygon(s) repaired")
@@ -102,5 +106,5 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     pred_geoms = inside(pred_geoms, extent)
     buildings = building_metrics(pred_geoms, truth_geoms, config.iou_threshold)
     return EvalReport(str(pred_path), str(truth_path), crs.to_string(),
-                      str(grid.path) if grid is not None else None,
+                      source_label(grid.path) if grid is not None else None,
                       pixels, boundary, buildings, notes)

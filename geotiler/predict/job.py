@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.enums import ColorInterp
 
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
-from geotiler.io import open_raster, open_raster_info
+from geotiler.io import open_raster, open_raster_info, raster_source
 from geotiler.predict.config import ModelInfo, PredictConfig
 from geotiler.predict.grid import PredictGrid, model_grid
 from geotiler.predict.plan import BlockPlan, plan_blocks
@@ -92,7 +92,8 @@ def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = Tru
             raise OutputError(f"output directory {folder} is not writable")
 
 
-def choose_bands(path: Path, model: ModelInfo, bands: tuple[int, ...] | None) -> tuple[int, ...]:
+def choose_bands(path: Path | str, model: ModelInfo,
+                 bands: tuple[int, ...] | None) -> tuple[int, ...]:
     """The raster's bands to feed the model, in its order.
 
     ``bands`` (``--bands``) must be as many as the model takes and exist in the raster.
@@ -154,7 +155,7 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
             does not pick the bands (:func:`choose_bands`).
         OutputError: an output exists (without ``overwrite``) or cannot be written.
     """
-    path = Path(raster)
+    path = raster_source(raster)  # a Path, or a remote raster's GDAL path
     outputs = output_paths(out, raster_out)
     overlap = model.tile_size // 4 if config.overlap is None else config.overlap
     config = dataclasses.replace(config, overlap=overlap)  # resolved, as written beside outputs
@@ -163,7 +164,7 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
             f"--overlap ({overlap}) must be smaller than the model's tile size "
             f"({model.tile_size})"
         )
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise InputError(f"raster {path} does not exist")
     info = open_raster_info(path, bands=choose_bands(path, model, config.bands))
     if info.dtype != model.dtype:
@@ -178,6 +179,6 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     except OSError as err:
         raise OutputError.writing(outputs.mask.parent, err) from None
     log.info("%s: %d x %d px at %.3g m (model grid%s), %d blocks, %d windows",
-             path.name, grid.width, grid.height, model.gsd,
+             info.name, grid.width, grid.height, model.gsd,
              "" if grid.native else ", resampled", len(plan.indexes), plan.num_windows)
     return PredictJob(grid, plan, model, config, outputs, workdir)

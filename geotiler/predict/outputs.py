@@ -12,6 +12,12 @@ Outputs
     ``{stem}_mask.tif``: uint8, 1 = building (footprint >= threshold), 0 = not; 255 =
     nodata where the raster has nodata. ``{out}``: polygons with ``area_m2`` and ``score``
     (mean footprint probability inside).
+
+Each GeoTIFF names its bands (band descriptions: the model's channels, ``building``) and
+records ``GEOTILER_VERSION``, ``MODEL`` and ``TIFFTAG_SOFTWARE`` in its metadata besides the
+full ``geotiler_predict`` JSON. So that they look right in QGIS (:mod:`geotiler.styles`),
+``{out}`` carries a default style in its ``layer_styles`` table (outlines coloured by score)
+and each GeoTIFF a ``.qml`` sidecar (probability ramp, red mask).
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ from geotiler.predict.config import (
     OVERVIEW_RESAMPLING,
 )
 from geotiler.predict.job import PredictJob
+from geotiler.styles import (
+    add_layer_style,
+    buildings_qml,
+    buildings_sld,
+    mask_qml,
+    probability_qml,
+    sidecar_path,
+)
 
 T = TypeVar("T")
 
@@ -110,6 +124,9 @@ def write_gpkg(job: PredictJob, staging: Path) -> int:
         if k == 0 or len(block):  # the first write creates the layer, maybe empty
             write_polygons(staging, block, job.grid.crs_wkt, meta, append=k > 0)
             buildings += len(block)
+    add_layer_style(staging, LAYER, buildings_qml(), buildings_sld(LAYER),
+                    "geotiler buildings by score",
+                    "building outlines coloured by score (mean footprint probability)")
     return buildings
 
 
@@ -151,6 +168,10 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
             gpkg_tmp = staged.enter_context(atomic_path(job.outputs.gpkg, keep_suffix=True))
             tif_tmps = [staged.enter_context(atomic_path(out.path, keep_suffix=True))
                         for out in geotiffs]
+            for out in geotiffs:  # QGIS's default style of each GeoTIFF, renamed with it
+                qml = probability_qml(1, out.names[0]) if out.kind == "prob" else mask_qml()
+                staged.enter_context(atomic_path(sidecar_path(out.path))).write_text(
+                    qml, encoding="utf-8")
             with ThreadPoolExecutor(max_workers=1 + len(geotiffs),
                                     thread_name_prefix="geotiler-outputs") as pool:
                 gpkg = pool.submit(_timed, write_gpkg, job, gpkg_tmp)
@@ -231,7 +252,10 @@ def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
     xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
            f"<SRS>{escape(g.crs_wkt)}</SRS>"
            f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
-           f'<Metadata><MDI key="geotiler_predict">{escape(meta)}</MDI></Metadata>'
+           f'<Metadata><MDI key="geotiler_predict">{escape(meta)}</MDI>'
+           f'<MDI key="GEOTILER_VERSION">{escape(__version__)}</MDI>'
+           f'<MDI key="MODEL">{escape(job.model.name)}</MDI>'
+           f'<MDI key="TIFFTAG_SOFTWARE">geotiler {escape(__version__)}</MDI></Metadata>'
            f"{''.join(bands)}</VRTDataset>")
     path = job.workdir / (f"{kind}-ovr{level}.vrt" if level else f"{kind}.vrt")
     write_text_atomic(path, xml)

@@ -52,6 +52,10 @@ class TileConfig:
         compress: GeoTIFF compression of tile members. zstd (GDAL >= 2.3, any recent QGIS)
             encodes ~4x and decodes ~2x faster than deflate at the same size; deflate for
             old readers.
+        overviews: let GDAL serve reads at a coarser GSD from the raster's overviews
+            (faster; from a remote COG far fewer bytes). Off by default: overviews are made
+            with whatever resampling their author chose (nearest turns 1 px stripes 0/200
+            into 0 where the documented average is 100), so tiles would depend on them.
     """
 
     size: int = 256
@@ -70,6 +74,7 @@ class TileConfig:
     shard_size: int = 256
     seed: int = 0
     compress: Compression = "zstd"
+    overviews: bool = False
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 8192:

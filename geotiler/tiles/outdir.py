@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from geotiler import __version__
 from geotiler.atomic import write_json_atomic
 from geotiler.errors import OutputError
-from geotiler.io import file_digest
+from geotiler.io import source_digest, source_label
 from geotiler.tiles.schema import CONFIG_FILE, DATASET_FILE, INDEX_FILE
 from geotiler.tiles.shards import PARTIAL_SUFFIX, SHARD_DIR
 
@@ -30,17 +30,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-def source_digests(plan: TilingPlan) -> dict[Path, str]:
-    """SHA-256 of every input file (rasters and footprints)."""
-    return {path: file_digest(path) for path in plan.input_paths}
+# SHA-256 of each input (None for a remote raster, identified by URL, size and ETag).
+Digests = dict[Path | str, str | None]
 
 
-def _digest_json(digests: dict[Path, str]) -> dict[str, str]:
-    return {str(path.resolve()): digest for path, digest in digests.items()}
+def source_digests(plan: TilingPlan) -> Digests:
+    """SHA-256 of every input file (rasters and footprints); None for a remote raster
+    (never downloaded to be hashed: its URL, size and ETag identify it, see plan._stat)."""
+    return {path: source_digest(path) for path in plan.input_paths}
 
 
-def record_digests(out_dir: Path | str, plan: TilingPlan, digests: dict[Path, str]) -> None:
+def _digest_json(digests: Digests) -> dict[str, str | None]:
+    return {source_label(path) if isinstance(path, str) else str(path.resolve()): digest
+            for path, digest in digests.items()}
+
+
+def record_digests(out_dir: Path | str, plan: TilingPlan, digests: Digests) -> None:
     """Add the inputs' SHA-256 to ``config.json``: from then on a rerun can reuse this run's
     shards (a run interrupted before its inputs were hashed is redone whole)."""
     write_json_atomic(Path(out_dir) / CONFIG_FILE, {
@@ -51,7 +56,7 @@ def record_digests(out_dir: Path | str, plan: TilingPlan, digests: dict[Path, st
 
 
 def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
-                   digests: Callable[[], dict[Path, str]] | None = None) -> bool:
+                   digests: Callable[[], Digests] | None = None) -> bool:
     """Make ``out_dir`` ready. Returns True when finished shards of an earlier identical run
     may be reused.
 
@@ -70,7 +75,7 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
     resume = False
-    hashes: dict[Path, str] | None = None
+    hashes: Digests | None = None
     if out.is_dir() and any(out.iterdir()):
         config_path = out / CONFIG_FILE
         ours = config_path.is_file() or (out / DATASET_FILE).is_file()
@@ -91,8 +96,8 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
                          "tiling again", out)
                 overwrite = True
             else:
-                names = [p.name for p, d in hashes.items()
-                         if recorded.get(str(p.resolve())) != d]
+                now = _digest_json(hashes)
+                names = [Path(key).name for key, d in now.items() if recorded.get(key) != d]
                 changed = f"inputs of other content ({', '.join(names)} changed)"
         if overwrite and not resume:
             log.info("removing the dataset in %s", out)

@@ -27,7 +27,15 @@ import shapely
 from geotiler import __version__
 from geotiler.atomic import atomic_path, write_json_atomic
 from geotiler.errors import InputError
-from geotiler.io import RasterInfo, file_digest, load_footprints, open_raster_info
+from geotiler.io import (
+    RasterInfo,
+    describe_remote,
+    load_footprints,
+    open_raster_info,
+    source_digest,
+    source_label,
+)
+from geotiler.styles import add_layer_style, index_qml, index_sld
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
 from geotiler.tiles.grid import TileGrid, assign_splits, make_grid
 from geotiler.tiles.outdir import discard_dataset, prepare_output, record_digests, source_digests
@@ -54,6 +62,8 @@ class TilingPlan:
     shards: list[ShardSpec]
     shard_geoms: list[np.ndarray]
     report: TileReport = field(default_factory=TileReport)
+    footprints_layer: str | None = None  # the layer and OGR SQL filter the footprints came
+    footprints_where: str | None = None  # from (None: the file's default)
 
     @property
     def gsd(self) -> float:
@@ -62,7 +72,7 @@ class TilingPlan:
         return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
 
     @property
-    def input_paths(self) -> list[Path]:
+    def input_paths(self) -> list[Path | str]:
         """The rasters, then the footprints."""
         return [info.path for info in self.rasters] + [self.footprints_path]
 
@@ -72,11 +82,18 @@ class TilingPlan:
         return {
             "config": self.config.to_dict(),
             "sources": [_stat(r.path) for r in self.rasters],
-            "footprints": _stat(self.footprints_path),
+            "footprints": _stat(self.footprints_path) | self.footprints_selection(),
         }
 
+    def footprints_selection(self) -> dict[str, str]:
+        chosen = {"layer": self.footprints_layer, "where": self.footprints_where}
+        return {k: v for k, v in chosen.items() if v is not None}
 
-def _stat(path: Path) -> dict[str, Any]:
+def _stat(path: Path | str) -> dict[str, Any]:
+    """A source's identity for resuming besides its SHA-256: path and size; a remote
+    raster's URL, size and ETag (one HEAD request, nothing downloaded)."""
+    if isinstance(path, str):
+        return describe_remote(path).to_dict()
     return {"path": str(path.resolve()), "size": path.stat().st_size}
 
 
@@ -102,8 +119,14 @@ def plan_tiling(
     config: TileConfig,
     *,
     require_footprints: bool = False,
+    footprints_layer: str | None = None,
+    footprints_where: str | None = None,
 ) -> TilingPlan:
-    """Check the inputs and decide every tile, split and shard."""
+    """Check the inputs and decide every tile, split and shard.
+
+    ``footprints_layer``/``footprints_where``: the footprints' layer and OGR SQL filter
+    (:func:`geotiler.io.load_footprints`); rasters may be remote (``https://``, ``s3://``).
+    """
     if not rasters:
         raise InputError("give at least one raster")
     infos = _unique_names([open_raster_info(p, config.bands) for p in rasters])
@@ -115,7 +138,7 @@ def plan_tiling(
                 f"{first.path} has {len(first.bands)} x {first.dtype}, "
                 f"{info.path} has {len(info.bands)} x {info.dtype}"
             )
-    fp = load_footprints(footprints)
+    fp = load_footprints(footprints, layer=footprints_layer, where=footprints_where)
     report = TileReport(invalid_repaired=fp.repaired)
     if fp.repaired:
         log.info("repaired %d invalid footprint polygon(s) with make_valid", fp.repaired)
@@ -141,7 +164,7 @@ def plan_tiling(
         used[overlapping] = True
         if overlapping.size == 0:
             message = (
-                f"no footprint of {fp.path} overlaps raster {info.path} "
+                f"no footprint of {fp.path} overlaps raster {source_label(info.path)} "
                 f"(footprints in {fp.crs.to_string()}, raster in {crs_text}; "
                 f"raster bounds {tuple(round(b, 3) for b in info.bounds)})"
             )
@@ -170,7 +193,8 @@ def plan_tiling(
     if report.footprints_outside:
         log.info("%d footprint(s) lie outside every raster and are ignored",
                  report.footprints_outside)
-    return TilingPlan(config, infos, grids, Path(footprints), shards, shard_geoms, report)
+    return TilingPlan(config, infos, grids, Path(footprints), shards, shard_geoms, report,
+                      footprints_layer, footprints_where)
 
 
 def no_tiles_error(plan: TilingPlan) -> InputError:
@@ -196,12 +220,13 @@ def finish_dataset(
     plan: TilingPlan,
     results: Sequence[ShardResult],
     *,
-    digests: dict[Path, str] | None = None,
+    digests: dict[Path | str, str | None] | None = None,
 ) -> DatasetInfo:
     """Write ``index.gpkg`` and, last, ``dataset.json`` (which marks the dataset finished).
 
     ``digests`` maps source paths to their SHA-256 when the caller computed them already;
-    missing ones are computed here.
+    missing ones are computed here (None for remote rasters: their URL, size and ETag are
+    recorded instead).
 
     Raises:
         InputError: no tile was kept (the shards and ``config.json`` are removed, and the
@@ -210,7 +235,7 @@ def finish_dataset(
     digests = dict(digests or {})
     for path in plan.input_paths:
         if path not in digests:
-            digests[path] = file_digest(path)
+            digests[path] = source_digest(path)
     out = Path(out_dir)
     report = plan.report
     records = [record for result in results for record in result.records]
@@ -262,6 +287,7 @@ def finish_dataset(
                 "path": str(plan.footprints_path),
                 "size_bytes": plan.footprints_path.stat().st_size,
                 "sha256": digests[plan.footprints_path],
+                **plan.footprints_selection(),
                 "repaired": report.invalid_repaired,
                 "outside_rasters": report.footprints_outside,
             },
@@ -279,13 +305,18 @@ def finish_dataset(
 
 
 def _source_entry(
-    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], digest: str
+    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], digest: str | None
 ) -> dict[str, Any]:
+    if isinstance(info.path, str):  # remote: identified by URL, size and ETag, not hashed
+        remote = describe_remote(info.path)
+        identity = {"path": remote.url, "size_bytes": remote.size, "etag": remote.etag,
+                    "sha256": None}
+    else:
+        identity = {"path": str(info.path), "size_bytes": info.path.stat().st_size,
+                    "sha256": digest}
     return {
         "name": info.name,
-        "path": str(info.path),
-        "size_bytes": info.path.stat().st_size,
-        "sha256": digest,
+        **identity,
         "crs": info.crs.to_string(),
         "width": info.width,
         "height": info.height,
@@ -330,6 +361,8 @@ def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) ->
         )
     with atomic_path(path, keep_suffix=True) as tmp:
         index.to_file(tmp, layer="tiles", driver="GPKG")
+        add_layer_style(tmp, "tiles", index_qml(), index_sld(), "geotiler tiles by split",
+                        "tiles coloured by split: train blue, val orange, test red")
 
 
 

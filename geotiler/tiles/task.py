@@ -117,7 +117,8 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     image_encoder = GeoTiffEncoder(info.crs, compress=config.compress, nodata=info.nodata)
     mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
     extent = raster_extent_px(grid, info)
-    with open_raster(info.path) as src, ShardWriter(spec.path) as writer:
+    with open_raster(info.path, overviews=config.overviews) as src, \
+            ShardWriter(spec.path) as writer:
         for row, cols in tile_strips(spec.positions):
             candidates = geoms[tree.query(shapely.box(*_strip_bounds(grid, row, cols, pad)))]
             masks = strip_masks(
