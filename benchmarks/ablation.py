@@ -20,7 +20,8 @@ The seed method trained pix2pix (cGAN + 100 L1) on 675 px crops of 20 cm imagery
 256 px -- about 0.53 m per pixel -- with an RGB target (white buildings, green outlines,
 blurred) and thresholded with Otsu's method. On this 1 m scene its ``--scale 2.64`` would
 give 2.6 m pixels and two tiles, so the recipe keeps its ground resolution instead
-(``--gsd 0.5``: 256 px tiles of 128 m, whose 2-tile split blocks are the reference's).
+(``--scale 0.5``: 256 px tiles of 128 m at 0.5 m, whose 2-tile split blocks are the
+reference's).
 
 The test area is fixed by a reference tiling (128 px, no overlap, 2-tile split blocks of
 256 m, ``--seed``): every config's tiling uses split blocks of the same 256 m, so its train
@@ -90,7 +91,7 @@ TILINGS: dict[str, tuple[str, ...]] = {
     "contours": ("--size", "128", "--overlap", "64", "--block-tiles", "4",
                  "--contour-width", "3"),
     "plain": ("--size", "128", "--overlap", "64", "--block-tiles", "4", "--contour-width", "0"),
-    "seed": ("--size", "256", "--gsd", "0.5", "--block-tiles", "2", "--target", "seed-rgb",
+    "seed": ("--size", "256", "--scale", "0.5", "--block-tiles", "2", "--target", "seed-rgb",
              "--contour-width", "3"),
 }
 

@@ -127,6 +127,10 @@ def _distributed_client(
                               "distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
                              dashboard_address=None,
+                             # A task's error reaches the client (and the CLI's one line);
+                             # what the workers would log besides is noise, e.g. heartbeat
+                             # tracebacks while the cluster closes after Ctrl-C.
+                             silence_logs=logging.CRITICAL,
                              preload=[__name__, *preload]) as cluster, \
                 Client(cluster) as client:
             log.info("started a local Dask cluster with %d workers", len(cluster.workers))
