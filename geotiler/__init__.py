@@ -14,7 +14,8 @@ nothing here imports click except :mod:`geotiler.cli`, nothing imports Dask exce
 - :mod:`geotiler.instances` -- footprint + contour probabilities -> one label per building;
 - :mod:`geotiler.polygons` -- labelled blocks -> polygons, each building once;
 - :mod:`geotiler.metrics` -- confusion and boundary counts shared by training and evaluate;
-- :mod:`geotiler.io` -- rasters and vectors in (windows, GSD, footprints, layers, filters,
+- :mod:`geotiler.io` -- rasters in (windows, GSD, remote sources, digests);
+- :mod:`geotiler.vectors` -- footprints and polygon layers in (layers, filters,
   OpenStreetMap extracts);
 - :mod:`geotiler.remote` -- rasters over HTTPS and S3 (GDAL paths, one-line errors, ETags);
 - :mod:`geotiler.styles` -- default QGIS styles of the outputs;

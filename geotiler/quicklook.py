@@ -35,7 +35,8 @@ from rasterio.enums import ColorInterp, Resampling
 
 from geotiler.atomic import atomic_path
 from geotiler.errors import ConfigError, InputError, OutputError
-from geotiler.io import first_line, ground_gsd, open_raster, read_vector
+from geotiler.io import first_line, ground_gsd, open_raster
+from geotiler.vectors import read_vector
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from geotiler.cli import main
 from geotiler.errors import ConfigError, InputError
-from geotiler.io import load_footprints
+from geotiler.vectors import load_footprints
 
 from conftest import pixel_box, write_raster
 

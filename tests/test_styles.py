@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from geotiler import __version__
 from geotiler.cli import main
-from geotiler.io import read_vector
 from geotiler.predict.config import ModelInfo, PredictConfig
 from geotiler.predict.job import prepare
 from geotiler.styles import SCORE_CLASSES, SPLIT_COLOURS
+from geotiler.vectors import read_vector
 from pipelines.predict import run_job
 
 from conftest import write_raster

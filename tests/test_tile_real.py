@@ -9,10 +9,11 @@ import shapely
 from click.testing import CliRunner
 
 from geotiler.cli import main
-from geotiler.io import load_footprints, open_raster_info
+from geotiler.io import open_raster_info
 from geotiler.tiles.schema import load_dataset_info
 from geotiler.tiles.shards import iter_tiles
 from geotiler.tiles.task import source_key
+from geotiler.vectors import load_footprints
 
 from conftest import shared_scene
 

@@ -22,8 +22,9 @@ from geotiler.evaluate.grid import (
 from geotiler.evaluate.matching import building_metrics
 from geotiler.evaluate.report import BoundaryMetrics, EvalReport, PixelMetrics
 from geotiler.evaluate.vectors import inside, polygons_only, read_polygons
-from geotiler.io import ground_gsd, load_footprints, raster_source, source_label
+from geotiler.io import ground_gsd, raster_source, source_label
 from geotiler.polygons import BLOCK_PX, HALO_PX
+from geotiler.vectors import load_footprints
 
 #: A PRED with one of these suffixes is a mask raster; anything else a polygon layer.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -37,7 +38,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
 
     ``raster``: the grid for pixel scores when ``pred`` is polygons (a file, or a remote
     ``https://``/``s3://`` raster). ``truth_layer``/``truth_where``: the truth's layer and
-    OGR SQL filter (:func:`geotiler.io.load_footprints`). ``config``: boundary
+    OGR SQL filter (:func:`geotiler.vectors.load_footprints`). ``config``: boundary
     tolerance (m) and matching IoU threshold (default :class:`EvalConfig`'s).
     ``block``/``halo``: px per block (bounds memory) and the polygonization halo (px) when a
     mask has to be polygonized.

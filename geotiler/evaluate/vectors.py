@@ -1,8 +1,8 @@
 """Vector-side inputs: the prediction layer's polygons, split into single polygons and
 limited to the evaluated extent.
 
-Layers are read through :func:`geotiler.io.read_vector`; truth footprints go through
-:func:`geotiler.io.load_footprints` (see :mod:`geotiler.evaluate.score`).
+Layers are read through :func:`geotiler.vectors.read_vector`; truth footprints go through
+:func:`geotiler.vectors.load_footprints` (see :mod:`geotiler.evaluate.score`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import shapely
 from rasterio.crs import CRS
 
 from geotiler.errors import InputError
-from geotiler.io import Footprints, first_line, read_vector, repair_geometries
+from geotiler.io import first_line
+from geotiler.vectors import Footprints, read_vector, repair_geometries
 
 #: The layer :mod:`geotiler.predict` writes; read when the file has it, else the first layer.
 DEFAULT_LAYER = "buildings"

@@ -27,14 +27,7 @@ import shapely
 from geotiler import __version__
 from geotiler.atomic import atomic_path, write_json_atomic
 from geotiler.errors import InputError
-from geotiler.io import (
-    RasterInfo,
-    describe_remote,
-    load_footprints,
-    open_raster_info,
-    source_digest,
-    source_label,
-)
+from geotiler.io import RasterInfo, describe_remote, open_raster_info, source_digest, source_label
 from geotiler.styles import add_layer_style, index_qml, index_sld
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
 from geotiler.tiles.grid import TileGrid, assign_splits, make_grid
@@ -47,6 +40,7 @@ from geotiler.tiles.schema import (
 )
 from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
+from geotiler.vectors import load_footprints
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +119,7 @@ def plan_tiling(
     """Check the inputs and decide every tile, split and shard.
 
     ``footprints_layer``/``footprints_where``: the footprints' layer and OGR SQL filter
-    (:func:`geotiler.io.load_footprints`); rasters may be remote (``https://``, ``s3://``).
+    (:func:`geotiler.vectors.load_footprints`); rasters may be remote (``https://``, ``s3://``).
     """
     if not rasters:
         raise InputError("give at least one raster")
