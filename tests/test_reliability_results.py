@@ -224,6 +224,11 @@ def test_a_band_count_other_than_the_models_is_refused_unless_bands_are_picked(t
     line = error_line(run("predict", str(raster), "-m", str(model), "-o", str(out),
                           "--device", "cpu", "--bands", "1,2", "--overwrite"), 1)
     assert "--bands gives 2" in line
+    grey = write_raster(tmp_path / "grey.tif", rng.integers(0, 255, (1, 100, 100)).astype(np.uint8))
+    line = error_line(run("predict", str(grey), "-m", str(model), "-o", str(out), "--device",
+                          "cpu", "--overwrite"), 1)
+    # fewer bands than the model takes: no --bands can help, so none is suggested
+    assert "1 band(s)" in line and "cannot be used" in line and "--bands" not in line
 
 
 # --- corrupt or incomplete datasets -----------------------------------------------------------

@@ -62,7 +62,9 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
               "NaN), counted over the part of the tile on the raster (edge padding does not "
               "count).")
 @click.option("--min-building-fraction", type=float, default=_TILE.min_building_fraction,
-              show_default=True, help="Skip training tiles with less building area than this.")
+              show_default=True,
+              help="Skip training tiles whose building pixels are less than this fraction "
+              "(0-1) of the tile.")
 @click.option("--keep-empty", type=float, default=_TILE.keep_empty, show_default=True,
               help="Fraction of building-free training tiles to keep.")
 @click.option("--split", default=",".join(str(s) for s in _TILE.split), show_default=True,

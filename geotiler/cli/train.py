@@ -33,8 +33,9 @@ def _preset_help() -> str:
               type=click.Path(dir_okay=False, path_type=str),
               help="Model file to write (the best epoch by val IoU), e.g. model.pt.")
 @click.option("--arch", type=click.Choice(ARCHS), default=_TRAIN.arch, show_default=True,
-              help="'pix2pix': U-Net generator + PatchGAN discriminator, cGAN + L1 loss "
-              "(Isola et al.); 'unet': the same U-Net alone with BCE + Dice loss.")
+              help="'pix2pix': U-Net generator + PatchGAN discriminator, cGAN + lambda x "
+              "reconstruction loss (Isola et al.; see --recon); 'unet': the same U-Net alone "
+              "with BCE + Dice loss.")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default=_TRAIN.preset,
               show_default=True,
               help=f"Network size and batch size ({_preset_help()}). 'small' trains in "
@@ -58,7 +59,7 @@ def _preset_help() -> str:
               "most 8). Default: the preset's.")
 @click.option("--recon", type=click.Choice(RECONS), default=_TRAIN.recon, show_default=True,
               help="pix2pix reconstruction term: bce-dice (learns buildings where they are a "
-              "few %% of pixels) or l1 (the paper's, to reproduce the seed method).")
+              "few % of pixels) or l1 (the paper's, to reproduce the seed method).")
 @click.option("--lambda-recon", "--lambda-l1", "lambda_recon", type=click.FloatRange(min=0),
               default=_TRAIN.lambda_recon, show_default=True,
               help="Weight of the reconstruction term of the pix2pix generator loss.")

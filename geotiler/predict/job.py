@@ -116,6 +116,12 @@ def choose_bands(path: Path | str, model: ModelInfo,
     have = ", ".join(f"{i}:{names[i - 1]}" for i in usable)
     want = ", ".join(f"{b}:{n}" for b, n in zip(model.bands, model.band_names, strict=False))
     if bands is None:
+        if len(usable) < len(model.bands):
+            raise ModelFileError(
+                f"{path} has {len(usable)} band(s) [{have}] but {model.name} takes "
+                f"{len(model.bands)} [{want}]: this raster cannot be used with this model "
+                "(predict on imagery with the bands the model was trained on)"
+            )
         if len(usable) != len(model.bands) or max(model.bands) > count:
             example = ",".join(str(b) for b in usable[: len(model.bands)])
             raise ModelFileError(
