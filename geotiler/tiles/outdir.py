@@ -50,7 +50,7 @@ def record_digests(out_dir: Path | str, plan: TilingPlan, digests: Digests) -> N
     shards (a run interrupted before its inputs were hashed is redone whole)."""
     write_json_atomic(Path(out_dir) / CONFIG_FILE, {
         "geotiler_version": __version__,
-        "fingerprint": plan.fingerprint(),
+        "fingerprint": plan.fingerprint,
         "sha256": _digest_json(digests),
     })
 
@@ -71,7 +71,7 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
             or holds something else than this dataset (without ``overwrite``).
     """
     out = Path(out_dir)
-    fingerprint = plan.fingerprint()
+    fingerprint = plan.fingerprint
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
     resume = False

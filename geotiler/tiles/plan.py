@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,9 +71,11 @@ class TilingPlan:
         """The rasters, then the footprints."""
         return [info.path for info in self.rasters] + [self.footprints_path]
 
+    @functools.cached_property
     def fingerprint(self) -> dict[str, Any]:
         """What must match, besides the inputs' SHA-256 (:func:`record_digests`), for a rerun
-        to reuse finished shards."""
+        to reuse finished shards. Computed once per run: a remote raster's identity costs a
+        HEAD request, and dataset.json's source entries reuse it."""
         return {
             "config": self.config.to_dict(),
             "sources": [_stat(r.path) for r in self.rasters],
@@ -269,8 +272,9 @@ def finish_dataset(
         counts=dict(report.tiles),
         config=plan.config.to_dict(),
         sources=[
-            _source_entry(r, g, records, digests[r.path])
-            for r, g in zip(plan.rasters, plan.grids, strict=True)
+            _source_entry(r, g, records, digests[r.path], stat)
+            for r, g, stat in zip(plan.rasters, plan.grids, plan.fingerprint["sources"],
+                                  strict=True)
         ],
         crs=crs_set.pop() if len(crs_set) == 1 else None,
         format_version=FORMAT_VERSION,
@@ -299,11 +303,13 @@ def finish_dataset(
 
 
 def _source_entry(
-    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], digest: str | None
+    info: RasterInfo, grid: TileGrid, records: list[dict[str, Any]], digest: str | None,
+    stat: dict[str, Any],
 ) -> dict[str, Any]:
+    """dataset.json's entry of one raster; ``stat`` is its :func:`_stat` from the plan's
+    fingerprint (for a remote raster: URL, size and ETag, asked once)."""
     if isinstance(info.path, str):  # remote: identified by URL, size and ETag, not hashed
-        remote = describe_remote(info.path)
-        identity = {"path": remote.url, "size_bytes": remote.size, "etag": remote.etag,
+        identity = {"path": stat["url"], "size_bytes": stat["size"], "etag": stat["etag"],
                     "sha256": None}
     else:
         identity = {"path": str(info.path), "size_bytes": info.path.stat().st_size,
