@@ -217,27 +217,48 @@ def best_val(metrics_csv: Path) -> dict[str, Any]:
             "val_boundary_f": float(best["val_boundary_f"])}
 
 
+def area_truth(footprints: gpd.GeoDataFrame, area: shapely.Geometry, crs: CRS,
+               folder: Path) -> dict[str, Path]:
+    """The truth of one scoring area: every part inside it (for the pixel scores) and the
+    parts of at least 4 m² (for the per-building scores), as GeoPackages in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"pixels": write_polygons(clip_polygons(footprints, area, crs), folder / "truth.gpkg"),
+            "buildings": write_polygons(clip_polygons(footprints, area, crs, MIN_AREA_M2),
+                                        folder / "truth_buildings.gpkg")}
+
+
+def score_area(gpkg: Path, folder: Path, area: shapely.Geometry, crs: CRS,
+               truth: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any],
+                                                 gpd.GeoDataFrame]:
+    """Score predict's outputs (``gpkg`` and its ``_mask.tif``) on one area.
+
+    The mask is cut to the area (pixels outside become nodata), the polygons clipped to it
+    (parts under 4 m² dropped), and ``geotiler evaluate`` scores both against ``truth``
+    (:func:`area_truth`); files go to ``folder``. Returns the mask's and the polygons'
+    evaluate reports and the clipped predicted polygons.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mask = folder / "mask.tif"
+    crop_to_area(gpkg.with_name(f"{gpkg.stem}_mask.tif"), mask, area, MASK_NODATA)
+    predicted = clip_polygons(gpd.read_file(gpkg, layer="buildings"), area, crs, MIN_AREA_M2)
+    polygons = write_polygons(predicted, folder / "buildings.gpkg")
+    eval_mask, eval_poly = folder / "eval_mask.json", folder / "eval_polygons.json"
+    geotiler("evaluate", str(mask), str(truth["pixels"]), "-o", str(eval_mask), "--overwrite")
+    geotiler("evaluate", str(polygons), str(truth["buildings"]), "--raster", str(mask),
+             "-o", str(eval_poly), "--overwrite")
+    return json.loads(eval_mask.read_text()), json.loads(eval_poly.read_text()), predicted
+
+
 def score(model: Path, raster: Path, out: Path, area: shapely.Geometry, area_crs: CRS,
           truth: dict[str, Path], args: argparse.Namespace,
           predict_args: tuple[str, ...] = ()) -> tuple[dict[str, Any], gpd.GeoDataFrame]:
     """Predict the whole scene with ``model`` and score it on the test area."""
-    (out / "test").mkdir(parents=True, exist_ok=True)
     gpkg = out / "scene" / "buildings.gpkg"
     summary, _, _ = geotiler("predict", str(raster), "-m", str(model), "-o", str(gpkg),
                              "--device", args.device, "--no-progress", "--overwrite",
                              *predict_args)
     log.info("%s: %s", out.name, summary.strip())
-    mask = out / "test" / "mask.tif"
-    crop_to_area(gpkg.with_name(f"{gpkg.stem}_mask.tif"), mask, area, MASK_NODATA)
-    predicted = clip_polygons(gpd.read_file(gpkg, layer="buildings"), area, area_crs,
-                              MIN_AREA_M2)
-    pred_test = write_polygons(predicted, out / "test" / "buildings.gpkg")
-    eval_mask, eval_poly = out / "test" / "eval_mask.json", out / "test" / "eval_polygons.json"
-    geotiler("evaluate", str(mask), str(truth["pixels"]), "-o", str(eval_mask), "--overwrite")
-    geotiler("evaluate", str(pred_test), str(truth["buildings"]), "--raster", str(mask),
-             "-o", str(eval_poly), "--overwrite")
-    by_mask = json.loads(eval_mask.read_text())
-    by_poly = json.loads(eval_poly.read_text())
+    by_mask, by_poly, predicted = score_area(gpkg, out / "test", area, area_crs, truth)
     return {
         "test_pixel_iou": by_mask["pixels"]["iou"],
         "test_pixel_f1": by_mask["pixels"]["f1"],
@@ -355,12 +376,7 @@ def main() -> None:
     for path in tiles.values():
         check_disjoint(path, area)
     test_dir = work / "test_area"
-    test_dir.mkdir(exist_ok=True)
-    all_truth = gpd.read_file(footprints)
-    truth = {"pixels": write_polygons(clip_polygons(all_truth, area, area_crs),
-                                      test_dir / "truth.gpkg"),
-             "buildings": write_polygons(clip_polygons(all_truth, area, area_crs, MIN_AREA_M2),
-                                         test_dir / "truth_buildings.gpkg")}
+    truth = area_truth(gpd.read_file(footprints), area, area_crs, test_dir)
     image_crop = test_dir / "test_area.tif"
     crop_to_area(raster, image_crop, area, nodata=None)
     n_parts = len(gpd.read_file(truth["buildings"]))

@@ -34,13 +34,10 @@ from rasterio.crs import CRS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import (
-    MASK_NODATA,
-    MIN_AREA_M2,
     REPO,
-    clip_polygons,
-    crop_to_area,
+    area_truth,
     geotiler,
-    write_polygons,
+    score_area,
 )
 
 DATA = REPO.parent / "shared" / "data"
@@ -120,30 +117,17 @@ def score_scene(model: Path, scene: Scene, tiles: Path, out: Path) -> dict[str, 
         return None
     area, crs = found
     folder = DATA / scene.name
-    truth_all = gpd.read_file(one(folder, scene.footprints)[0])
-    out.mkdir(parents=True, exist_ok=True)
-    truth = write_polygons(clip_polygons(truth_all, area, crs), out / "truth.gpkg")
-    truth_b = write_polygons(clip_polygons(truth_all, area, crs, MIN_AREA_M2),
-                             out / "truth_b.gpkg")
-    totals: dict[str, Any] = {}
+    truth = area_truth(gpd.read_file(one(folder, scene.footprints)[0]), area, crs, out)
     rasters = [p for pattern in scene.rasters for p in one(folder, pattern)]
     if len(rasters) != 1:
         raise SystemExit(f"{scene.name}: scoring needs one raster per scene")
-    gpkg = out / "buildings.gpkg"
+    gpkg = out / "scene" / "buildings.gpkg"
     geotiler("predict", str(rasters[0]), "-m", str(model), "-o", str(gpkg), "--device", "cpu",
              "--no-progress", "--overwrite", *(("--bands", "1,2,3") if scene.extra else ()))
-    mask = out / "test_mask.tif"
-    crop_to_area(out / "buildings_mask.tif", mask, area, MASK_NODATA)
-    pred = write_polygons(clip_polygons(gpd.read_file(gpkg, layer="buildings"), area, crs,
-                                        MIN_AREA_M2), out / "test_buildings.gpkg")
-    em, ep = out / "eval_mask.json", out / "eval_polygons.json"
-    geotiler("evaluate", str(mask), str(truth), "-o", str(em), "--overwrite")
-    geotiler("evaluate", str(pred), str(truth_b), "--raster", str(mask), "-o", str(ep),
-             "--overwrite")
-    m, q = json.loads(em.read_text()), json.loads(ep.read_text())
-    totals.update(iou=m["pixels"]["iou"], f1=m["pixels"]["f1"],
-                  boundary_f=m["boundary"]["f_score"], building_f1=q["buildings"]["f1"],
-                  predicted=q["buildings"]["predicted"], truth=q["buildings"]["truth"])
+    m, q, _ = score_area(gpkg, out / "test", area, crs, truth)
+    totals = {"iou": m["pixels"]["iou"], "f1": m["pixels"]["f1"],
+              "boundary_f": m["boundary"]["f_score"], "building_f1": q["buildings"]["f1"],
+              "predicted": q["buildings"]["predicted"], "truth": q["buildings"]["truth"]}
     return totals
 
 

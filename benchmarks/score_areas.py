@@ -16,7 +16,6 @@ reported. One line per run is appended to ``WORK/results.txt``::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,11 +38,7 @@ def prep(ref: Path, scene: Path, name: str) -> dict:
         area = shapely.union_all(np.asarray(sub.geometry.values, dtype=object))
         crs = ab.CRS.from_user_input(index.crs.to_wkt())
         d = W / f"area_{name}_{split}"
-        d.mkdir(parents=True, exist_ok=True)
-        allt = gpd.read_file(footprints)
-        truth = {"pixels": ab.write_polygons(ab.clip_polygons(allt, area, crs), d / "truth.gpkg"),
-                 "buildings": ab.write_polygons(ab.clip_polygons(allt, area, crs, ab.MIN_AREA_M2),
-                                                d / "truth_b.gpkg")}
+        truth = ab.area_truth(gpd.read_file(footprints), area, crs, d)
         out[split] = (area, crs, truth, d)
     return {"raster": raster, "areas": out}
 
@@ -57,16 +52,7 @@ def score(model: Path, scene: Path, ref: Path, name: str, tag: str, extra: list[
                                 "--device", "cpu", "--no-progress", "--overwrite", *extra)
     res = {"predict": summ.strip(), "predict_s": wall}
     for split, (area, crs, truth, _) in p["areas"].items():
-        mask = outd / f"{split}_mask.tif"
-        ab.crop_to_area(gpkg.with_name("buildings_mask.tif"), mask, area, ab.MASK_NODATA)
-        pred = ab.clip_polygons(gpd.read_file(gpkg, layer="buildings"), area, crs,
-                                ab.MIN_AREA_M2)
-        pt = ab.write_polygons(pred, outd / f"{split}_b.gpkg")
-        em, ep = outd / f"{split}_em.json", outd / f"{split}_ep.json"
-        ab.geotiler("evaluate", str(mask), str(truth["pixels"]), "-o", str(em), "--overwrite")
-        ab.geotiler("evaluate", str(pt), str(truth["buildings"]), "--raster", str(mask),
-                    "-o", str(ep), "--overwrite")
-        m, q = json.loads(em.read_text()), json.loads(ep.read_text())
+        m, q, _ = ab.score_area(gpkg, outd / split, area, crs, truth)
         res[split] = {"iou": m["pixels"]["iou"], "f1": m["pixels"]["f1"],
                       "bf": m["boundary"]["f_score"], "bldg_f1": q["buildings"]["f1"],
                       "pred": q["buildings"]["predicted"], "true": q["buildings"]["truth"]}
