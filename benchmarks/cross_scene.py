@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +107,8 @@ def train(name: str, tiles: list[Path], work: Path, args: argparse.Namespace) ->
     model.parent.mkdir(parents=True, exist_ok=True)
     summary, cpu, _ = geotiler("train", *map(str, tiles), "-o", str(model), "--epochs",
                                str(args.epochs), "--max-minutes", str(args.max_minutes),
-                               "--seed", str(args.seed), "--device", "cpu", "--overwrite")
+                               "--seed", str(args.seed), "--device", "cpu", "--overwrite",
+                               *shlex.split(args.train_args))
     log.info("%s: %s (CPU %.1f min)", name, summary.strip(), cpu / 60)
     return model
 
@@ -119,10 +122,14 @@ def score_scene(model: Path, scene: Scene, tiles: Path, out: Path) -> dict[str, 
     folder = DATA / scene.name
     truth = area_truth(gpd.read_file(one(folder, scene.footprints)[0]), area, crs, out)
     rasters = [p for pattern in scene.rasters for p in one(folder, pattern)]
-    if len(rasters) != 1:
-        raise SystemExit(f"{scene.name}: scoring needs one raster per scene")
     gpkg = out / "scene" / "buildings.gpkg"
-    geotiler("predict", str(rasters[0]), "-m", str(model), "-o", str(gpkg), "--device", "cpu",
+    raster = rasters[0]
+    if len(rasters) > 1:  # one input covering the test tiles of every raster: a GDAL VRT
+        raster = out / "scene" / "mosaic.vrt"
+        raster.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gdalbuildvrt", "-q", "-overwrite", str(raster), *map(str, rasters)],
+                       check=True)
+    geotiler("predict", str(raster), "-m", str(model), "-o", str(gpkg), "--device", "cpu",
              "--no-progress", "--overwrite", *(("--bands", "1,2,3") if scene.extra else ()))
     m, q, _ = score_area(gpkg, out / "test", area, crs, truth)
     totals = {"iou": m["pixels"]["iou"], "f1": m["pixels"]["f1"],
@@ -141,6 +148,9 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="retrain existing models")
+    parser.add_argument("--train-args", default="",
+                        help="more `geotiler train` options for every model, e.g. "
+                        "'--scale-jitter 0.25'")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
@@ -170,7 +180,8 @@ def main() -> None:
                      f"{r['predicted']} / {r['truth']} |")
     header = (f"Cross-scene: {len(SCENES)} scenes tiled at {args.gsd} m, 256 px, overlap 128; "
               f"each model {args.epochs} epochs at most, {args.max_minutes} min, seed "
-              f"{args.seed}; scored on each held-out scene's test split.")
+              f"{args.seed}{' ' + args.train_args if args.train_args else ''}; scored on "
+              "each held-out scene's test split.")
     text = header + "\n\n" + "\n".join(lines)
     (work / "cross_scene.md").write_text(text + "\n")
     (work / "cross_scene.json").write_text(json.dumps({"rows": rows, "args": vars(args)},

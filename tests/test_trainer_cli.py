@@ -81,6 +81,8 @@ def test_max_minutes_stops_after_the_epoch_that_spends_it(tiles: Path, tmp_path:
     rows = list(csv.DictReader((tmp_path / "model.checkpoints" / "metrics.csv").open()))
     assert len(rows) == 1  # one epoch, not 50
     assert load_model(out).spec.training["epochs"] == 1
+    state = torch.load(tmp_path / "model.checkpoints" / "last.pt", weights_only=True)
+    assert state["planned"] == 1  # the plan fitted to the budget is kept for --resume
 
 
 def test_unet_on_seed_rgb_target(tmp_path: Path) -> None:

@@ -112,3 +112,54 @@ def test_fast_path_equals_normalize_then_augment(tiles: Path) -> None:
                        valid, np.random.default_rng(seed), 0.1)
         for a, b in zip(fast, slow, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _square_tile(size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright 16 px square on a dark tile: image band == footprint channel."""
+    target = np.zeros((2, size, size), np.float32)
+    target[0, 24:40, 24:40] = 1.0
+    image = np.repeat(target[:1], 3, axis=0).copy()
+    return image, target, np.ones((size, size), bool)
+
+
+@pytest.mark.parametrize("zoom", [0.7, 1.4])
+def test_scale_jitter_zooms_image_and_target_together(zoom: float) -> None:
+    image, target, valid = _square_tile()
+    aug = Augmentation(zoom=zoom, dy=0.5, dx=0.5)
+    z_img, z_tgt, z_valid = aug.rescale(image.copy(), target.copy(), valid.copy())
+    assert z_img.shape == image.shape and z_tgt.shape == target.shape
+    # the square is still where the target says it is, and its area scaled by zoom²
+    np.testing.assert_allclose(z_img[0], z_tgt[0] * z_valid, atol=1e-5)
+    assert abs(z_tgt[0].sum() / target[0].sum() - zoom**2) < 0.15 * zoom**2
+    if zoom < 1:  # zoomed out: the uncovered border is nodata, not background
+        side = round(64 * zoom)
+        assert z_valid.sum() == side * side
+        assert np.all(z_img[:, ~z_valid] == 0)
+    else:
+        assert z_valid.all()
+
+
+def test_blur_and_noise_change_the_image_only(tiles: Path) -> None:
+    info = load_dataset_info(tiles)
+    tile = next(iter_shard(list_shards(tiles, "train")[0]))
+    plain = prepare(tile, info, Augmentation())
+    degraded = prepare(tile, info, Augmentation(blur=1.0, noise=0.2, noise_seed=5))
+    np.testing.assert_array_equal(plain[1], degraded[1])
+    np.testing.assert_array_equal(plain[2], degraded[2])
+    diff = degraded[0] - plain[0]
+    assert 0.05 < float(np.abs(diff[:, plain[2]]).mean()) < 1.0
+    assert np.all(degraded[0][:, ~plain[2]] == 0)
+
+
+def test_new_augmentations_off_leave_the_random_stream_unchanged() -> None:
+    """Older runs repeat exactly: scale/blur/noise at 0 draw no random numbers."""
+    a = Augmentation.draw(np.random.default_rng(7), 0.1)
+    b = Augmentation.draw(np.random.default_rng(7), 0.1, scale=0.0, blur=0.0, noise=0.0)
+    assert a == b and a.zoom == 1.0 and a.blur == 0.0 and a.noise == 0.0
+    draws = [Augmentation.draw(np.random.default_rng(s), 0.1, scale=0.25, blur=1.0, noise=0.1)
+             for s in range(200)]
+    zooms = np.array([d.zoom for d in draws])
+    assert zooms.min() >= 1 / 1.25 - 1e-9 and zooms.max() <= 1.25 + 1e-9
+    assert (zooms > 1).mean() > 0.3 and (zooms < 1).mean() > 0.3
+    assert 0.3 < np.mean([d.blur > 0 for d in draws]) < 0.7
+    assert 0.3 < np.mean([d.noise > 0 for d in draws]) < 0.7

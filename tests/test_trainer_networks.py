@@ -74,6 +74,23 @@ def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
     assert [lr_at(e, flat) for e in range(4)] == [1.0] * 4
 
 
+def test_time_budget_fits_the_schedule_to_the_epochs_that_fit() -> None:
+    """With --max-minutes the run plans the epochs the budget holds and the learning rate
+    reaches ~0 at the last of them, instead of being cut off at full rate."""
+    from trainer.loop import planned_epochs
+    from trainer.steps import lr_at
+
+    config = TrainConfig(epochs=100, lr=1.0, max_minutes=1.0)
+    # 2 epochs took 10 s (12 s with set-up): 48 s left hold 9 more epochs
+    assert planned_epochs(config, 2, 2, 10.0, 12.0) == 11
+    assert planned_epochs(config, 2, 2, 0.1, 1.0) == 100  # capped by --epochs
+    assert planned_epochs(config, 5, 5, 80.0, 90.0) == 5  # budget spent: no more epochs
+    assert planned_epochs(TrainConfig(epochs=7), 2, 2, 10.0, 12.0) == 7  # no budget
+    rates = [lr_at(e, config, 11) for e in range(11)]
+    assert rates[0] == 1.0 and rates[-1] < 0.2 < rates[6]
+    assert lr_at(10, config) == 1.0  # without the plan, epoch 11 of 100 is still at full rate
+
+
 def test_init_is_normal_0_02() -> None:
     torch.manual_seed(0)
     g = init_weights(UnetGenerator(3, 2, 5, 32))

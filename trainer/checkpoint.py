@@ -56,6 +56,7 @@ class Progress:
     best_epoch: int | None = None  # 1-based
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.csv rows
     images: int = 0  # training images seen, all epochs and ranks
+    planned: int | None = None  # epochs that fit --max-minutes (None: --epochs)
 
 
 # --- RNG state ------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ def save_checkpoint(
         "rng": rngs,
         "best_iou": progress.best_iou, "best_epoch": progress.best_epoch,
         "history": json.dumps(progress.history), "images": progress.images,
+        "planned": progress.planned,
     }
     path = ckpt_dir / CHECKPOINT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,7 @@ def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
     progress = Progress(
         epoch=int(state["epoch"]), best_iou=state.get("best_iou"),
         best_epoch=state.get("best_epoch"), history=json.loads(state["history"]),
-        images=int(state.get("images", 0)),
+        images=int(state.get("images", 0)), planned=state.get("planned"),
     )
     rngs = state["rng"]
     if len(rngs) == ctx.world_size:

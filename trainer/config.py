@@ -168,9 +168,18 @@ class TrainConfig:
         augment: flips, 90-degree rotations and mild colour jitter on training tiles.
         jitter: strength of the colour jitter (brightness shift and contrast factor, in
             units of the band's standard deviation).
+        scale_jitter: zoom range of the augmentation: tiles are zoomed by a factor
+            log-uniform in [1 / (1 + s), 1 + s], so buildings are seen at several apparent
+            GSDs (0: off).
+        blur: largest Gaussian blur sigma (px) applied to half the training tiles (0: off).
+        noise: std of the Gaussian noise (normalized units) added to half the training
+            tiles (0: off).
         max_steps: cap on training steps per epoch (``None``: the whole split).
-        max_minutes: wall-clock budget: no new epoch starts once it is spent (``None``: no
-            limit). The learning-rate schedule still follows ``epochs``.
+        max_minutes: wall-clock budget (``None``: no limit). After each epoch the run
+            estimates how many epochs (at most ``epochs``) fit the budget and the
+            learning-rate schedule decays over those, so the run ends at a low learning
+            rate; no new epoch starts once the budget is spent. With a budget, the plan
+            depends on the machine's speed, so runs no longer repeat bit for bit.
         boundary_tolerance: tolerance in pixels of the boundary F-score.
         shuffle_buffer: tiles each data reader shuffles among (besides shard order).
         threshold: probability above which a pixel counts as building in the metrics.
@@ -195,6 +204,9 @@ class TrainConfig:
     precision: Precision = "auto"
     augment: bool = True
     jitter: float = 0.1
+    scale_jitter: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
     max_steps: int | None = None
     max_minutes: float | None = None
     boundary_tolerance: int = 2
@@ -235,8 +247,10 @@ class TrainConfig:
             raise ConfigError(f"shuffle buffer must be >= 1, got {self.shuffle_buffer}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.jitter < 0:
-            raise ConfigError(f"jitter must be >= 0, got {self.jitter}")
+        for name in ("jitter", "scale_jitter", "blur", "noise"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, "
+                                  f"got {getattr(self, name)}")
 
     def loader_workers(self, device_type: str) -> int:
         """DataLoader processes for a run on ``device_type`` (see ``workers``)."""

@@ -48,27 +48,115 @@ def shard_tile_count(shard: Path) -> int:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One draw of the augmentation: rotation by ``k`` x 90 degrees, an optional
-    horizontal flip, and a colour jitter ``x * contrast + brightness`` on normalized bands.
+    """One draw of the augmentation.
+
+    Geometry: rotation by ``k`` x 90 degrees and an optional horizontal flip (all 8
+    symmetries of the square), then a zoom by ``zoom`` (> 1: a crop of ``size / zoom`` px at
+    the fractional offset ``(dy, dx)`` resized up; < 1: the tile shrunk to ``size * zoom`` px
+    and placed at that offset in an otherwise nodata tile). The zoom changes the apparent
+    GSD, so a model sees its buildings at several sizes (scale jitter).
+    Radiometry, on normalized bands: ``x * contrast + brightness``, then a Gaussian blur of
+    ``blur`` px sigma and Gaussian noise of ``noise`` std (normalized units) seeded by
+    ``noise_seed``.
     """
 
     k: int = 0
     flip: bool = False
     contrast: float = 1.0
     brightness: float = 0.0
+    zoom: float = 1.0
+    dy: float = 0.0
+    dx: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    noise_seed: int = 0
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, jitter: float) -> Augmentation:
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        jitter: float,
+        *,
+        scale: float = 0.0,
+        blur: float = 0.0,
+        noise: float = 0.0,
+    ) -> Augmentation:
+        """A random draw: ``jitter`` colour strength, ``scale`` the zoom range (zoom is
+        log-uniform in [1 / (1 + scale), 1 + scale]), ``blur`` the largest blur sigma (px)
+        and ``noise`` the noise std; blur and noise are each applied to half the tiles.
+        Parameters at 0 draw nothing, so the random stream of the others is unchanged.
+        """
         k = int(rng.integers(4))
         flip = bool(rng.integers(2))
-        if jitter <= 0:
-            return cls(k, flip)
-        return cls(k, flip, 1.0 + rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter))
+        contrast, brightness = 1.0, 0.0
+        if jitter > 0:
+            contrast, brightness = 1.0 + rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)
+        zoom, dy, dx = 1.0, 0.0, 0.0
+        if scale > 0:
+            zoom = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(scale)))
+            dy, dx = float(rng.uniform()), float(rng.uniform())
+        sigma = float(rng.uniform(0.0, blur)) if blur > 0 and rng.integers(2) else 0.0
+        std = float(noise) if noise > 0 and rng.integers(2) else 0.0
+        seed = int(rng.integers(2**31)) if std > 0 else 0
+        return cls(k, flip, contrast, brightness, zoom, dy, dx, sigma, std, seed)
 
     def geometry(self, a: np.ndarray) -> np.ndarray:
         """The rotation and flip of the last two axes, as a view."""
         a = np.rot90(a, self.k, axes=(-2, -1))
         return a[..., ::-1] if self.flip else a
+
+    def rescale(
+        self, image: np.ndarray, target: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The zoom of (C,H,W) ``image``, (K,H,W) ``target`` and (H,W) bool ``valid``:
+        bilinear for image and target (soft target edges), nearest for ``valid``. Pixels
+        the zoomed-out tile does not cover are nodata (0, not valid).
+        """
+        h, w = valid.shape
+        if abs(self.zoom - 1.0) < 1e-3 or h < 8 or w < 8:
+            return image, target, valid
+        import cv2  # only when zooming; keeps `import trainer` light
+
+        def resize(a: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+            planes = [cv2.resize(np.ascontiguousarray(p), size, interpolation=interp)
+                      for p in a.reshape(-1, *a.shape[-2:])]
+            return np.stack(planes).reshape(*a.shape[:-2], size[1], size[0])
+
+        v = valid.astype(np.uint8)
+        if self.zoom > 1.0:
+            ch, cw = max(1, round(h / self.zoom)), max(1, round(w / self.zoom))
+            y, x = round(self.dy * (h - ch)), round(self.dx * (w - cw))
+            crop = (slice(y, y + ch), slice(x, x + cw))
+            image = resize(image[(..., *crop)], (w, h), cv2.INTER_LINEAR)
+            target = resize(target[(..., *crop)], (w, h), cv2.INTER_LINEAR)
+            valid = resize(v[crop], (w, h), cv2.INTER_NEAREST).astype(bool)
+        else:
+            sh, sw = max(1, round(h * self.zoom)), max(1, round(w * self.zoom))
+            y, x = round(self.dy * (h - sh)), round(self.dx * (w - sw))
+            inner = (slice(y, y + sh), slice(x, x + sw))
+            out_i = np.zeros_like(image)
+            out_t = np.zeros_like(target)
+            out_v = np.zeros((h, w), dtype=bool)
+            out_i[(..., *inner)] = resize(image, (sw, sh), cv2.INTER_AREA)
+            out_t[(..., *inner)] = resize(target, (sw, sh), cv2.INTER_AREA)
+            out_v[inner] = resize(v[None], (sw, sh), cv2.INTER_NEAREST)[0].astype(bool)
+            image, target, valid = out_i, out_t, out_v
+        image[:, ~valid] = 0.0
+        return image, target, valid
+
+    def degrade(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Blur and noise of a normalized (C,H,W) float32 image (in place where possible)."""
+        if self.blur > 0:
+            import cv2
+
+            for i in range(image.shape[0]):
+                image[i] = cv2.GaussianBlur(np.ascontiguousarray(image[i]), (0, 0), self.blur)
+        if self.noise > 0:
+            rng = np.random.default_rng(self.noise_seed)
+            image += rng.normal(0.0, self.noise, image.shape).astype(np.float32)
+        if self.blur > 0 or self.noise > 0:
+            image[:, ~valid] = 0.0
+        return image
 
 
 def augment(
@@ -112,6 +200,9 @@ def prepare(
     x = info.normalize(image, valid, gain=gain, bias=bias)
     target = mask.astype(np.float32)
     target *= np.float32(1.0 / 255.0)
+    if aug is not None:
+        x, target, valid = aug.rescale(x, target, valid)
+        x = aug.degrade(x, valid)
     return x, target, valid
 
 
@@ -127,6 +218,8 @@ class ShardDataset(IterableDataset):
         rank, world_size: this process's place among distributed processes.
         shuffle_buffer: raw tiles each reader shuffles among (memory: ~0.4 MB each at 256 px).
         jitter: colour jitter strength (see :func:`augment`).
+        scale, blur, noise: zoom range, largest blur sigma (px) and noise std of the
+            augmentation (see :meth:`Augmentation.draw`; 0 turns each off).
     """
 
     def __init__(
@@ -141,6 +234,9 @@ class ShardDataset(IterableDataset):
         world_size: int = 1,
         shuffle_buffer: int = 128,
         jitter: float = 0.1,
+        scale: float = 0.0,
+        blur: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.shards = [Path(s) for s in shards]
@@ -153,6 +249,7 @@ class ShardDataset(IterableDataset):
         self.world_size = world_size
         self.shuffle_buffer = shuffle_buffer
         self.jitter = jitter
+        self.scale, self.blur, self.noise = scale, blur, noise
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -205,7 +302,8 @@ class ShardDataset(IterableDataset):
         if self.shuffle:
             tiles = _shuffled(tiles, self.shuffle_buffer, rng)
         for tile in tiles:
-            aug = Augmentation.draw(rng, self.jitter) if self.augment else None
+            aug = (Augmentation.draw(rng, self.jitter, scale=self.scale, blur=self.blur,
+                                     noise=self.noise) if self.augment else None)
             image, target, valid = prepare(tile, self.info, aug)
             yield {
                 "image": torch.from_numpy(image),

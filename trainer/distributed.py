@@ -101,12 +101,17 @@ def all_gather(obj: Any, ctx: Dist) -> list[Any]:
     return gathered
 
 
-def main_decides(flag: bool, ctx: Dist) -> bool:
-    """Rank 0's ``flag`` on every rank (so all ranks take the same branch)."""
-    tensor = torch.tensor([int(flag)], dtype=torch.int64, device=ctx.device)
+def main_value(value: int, ctx: Dist) -> int:
+    """Rank 0's ``value`` on every rank (so all ranks take the same branch or plan)."""
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=ctx.device)
     if ctx.distributed:
         dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
+    return int(tensor.item())
+
+
+def main_decides(flag: bool, ctx: Dist) -> bool:
+    """Rank 0's ``flag`` on every rank (so all ranks take the same branch)."""
+    return bool(main_value(int(flag), ctx))
 
 
 def barrier(ctx: Dist) -> None:

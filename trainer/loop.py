@@ -35,6 +35,7 @@ from trainer.distributed import (
     Dist,
     barrier,
     main_decides,
+    main_value,
     setup_distributed,
     teardown_distributed,
 )
@@ -142,6 +143,7 @@ def _load_data(tiles_dirs: list[Path], info: DatasetInfo, config: TrainConfig,
         augment=config.augment,
         seed=config.seed, rank=ctx.rank, world_size=ctx.world_size,
         shuffle_buffer=config.shuffle_buffer, jitter=config.jitter,
+        scale=config.scale_jitter, blur=config.blur, noise=config.noise,
     )
     if train_set.num_tiles == 0:
         raise DatasetError(
@@ -223,9 +225,10 @@ def _train(
     run_seconds = 0.0
     last_val: dict[str, float] = {}
     last_loss: dict[str, float] = {}
+    loop_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
-        lr = set_lr(models, epoch, config)
+        lr = set_lr(models, epoch, config, state.planned)
         data.train.set_epoch(epoch)
         with ProgressMeter(expected_steps, f"epoch {epoch + 1}/{config.epochs}", "step",
                            mode=progress_mode(progress and ctx.is_main), summary=False) as bar:
@@ -270,8 +273,23 @@ def _train(
                 save_model(out_path, models.g, spec)
             checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
             _log_epoch(row, writer, val_scores, last_loss, config, improved)
+        if config.max_minutes is not None:
+            planned = planned_epochs(config, state.epoch, epoch + 1 - start_epoch,
+                                     time.perf_counter() - loop_start,
+                                     time.perf_counter() - start_time)
+            planned = main_value(planned, ctx)
+            if ctx.is_main and state.planned is None:
+                log.info("--max-minutes %.1f fits about %d epochs (of --epochs %d): the "
+                         "learning rate decays over them", config.max_minutes, planned,
+                         config.epochs)
+            state.planned = planned
         checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
         barrier(ctx)
+        if state.planned is not None and state.epoch >= state.planned:
+            if ctx.is_main and state.epoch < config.epochs:
+                log.info("--max-minutes %.1f: stopping after epoch %d, the last that fits",
+                         config.max_minutes, state.epoch)
+            break
         if _budget_spent(config, start_time, ctx) and state.epoch < config.epochs:
             if ctx.is_main:
                 log.info("--max-minutes %.1f spent after epoch %d of %d: stopping",
@@ -309,6 +327,24 @@ def _training_summary(state: Progress, val: dict[str, float], loss: dict[str, fl
         "tiles": [str(d) for d in tiles_dirs],
         "seconds": round(seconds, 1),
     }
+
+
+def planned_epochs(config: TrainConfig, done: int, run_epochs: int, run_seconds: float,
+                   elapsed: float) -> int:
+    """How many epochs in all fit ``--max-minutes``: ``done`` epochs so far plus as many
+    more as the remaining budget holds at the mean pace of this run's ``run_epochs`` epochs
+    (``run_seconds`` for them; ``elapsed`` seconds since the run started, set-up included),
+    capped by ``--epochs``. The learning-rate schedule (:func:`trainer.steps.lr_at`) decays
+    over this plan, so a time-boxed run ends at a low learning rate instead of being cut off
+    mid-schedule (on the Massachusetts tiles that cut-off left the best val IoU at an early
+    epoch, README "Results on real imagery").
+    """
+    if config.max_minutes is None:
+        return config.epochs
+    pace = run_seconds / max(1, run_epochs)
+    remaining = 60.0 * config.max_minutes - elapsed
+    more = int(remaining // pace) if pace > 0 else config.epochs
+    return max(done, min(config.epochs, done + more))
 
 
 def _budget_spent(config: TrainConfig, start_time: float, ctx: Dist) -> bool:

@@ -69,22 +69,25 @@ def build_models(model_config: ModelConfig, config: TrainConfig, ctx: Dist) -> M
     return models
 
 
-def lr_at(epoch: int, config: TrainConfig) -> float:
+def lr_at(epoch: int, config: TrainConfig, epochs: int | None = None) -> float:
     """The learning rate of 0-based ``epoch``: pix2pix's schedule with ``lr_decay``.
 
     Constant for the first ``epochs - epochs // 2`` epochs, then linear towards 0 over the
-    other ``epochs // 2``; constant throughout without ``lr_decay``.
+    other ``epochs // 2``; constant throughout without ``lr_decay``. ``epochs`` is the
+    run's planned length (``None``: ``config.epochs``; with ``--max-minutes``, the epochs
+    that fit the budget, see :func:`trainer.loop.planned_epochs`).
     """
     if not config.lr_decay:
         return config.effective_lr
-    constant = config.epochs - config.epochs // 2
-    decaying = config.epochs // 2
+    epochs = config.epochs if epochs is None else epochs
+    constant = epochs - epochs // 2
+    decaying = epochs // 2
     return config.effective_lr * (1.0 - max(0, epoch + 1 - constant) / float(decaying + 1))
 
 
-def set_lr(models: Models, epoch: int, config: TrainConfig) -> float:
+def set_lr(models: Models, epoch: int, config: TrainConfig, epochs: int | None = None) -> float:
     """Write :func:`lr_at` of ``epoch`` into every optimizer; returns it."""
-    lr = lr_at(epoch, config)
+    lr = lr_at(epoch, config, epochs)
     for optimizer in models.optimizers():
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -65,6 +65,15 @@ def _preset_help() -> str:
               help="Weight of the reconstruction term of the pix2pix generator loss.")
 @click.option("--augment/--no-augment", default=_TRAIN.augment, show_default=True,
               help="Random flips, 90-degree rotations and mild colour jitter of training tiles.")
+@click.option("--scale-jitter", type=click.FloatRange(min=0), default=_TRAIN.scale_jitter,
+              show_default=True,
+              help="Zoom training tiles by up to 1 + S (and down to 1 / (1 + S)), so "
+              "buildings are seen at several ground resolutions. 0: off.")
+@click.option("--blur", type=click.FloatRange(min=0), default=_TRAIN.blur, show_default=True,
+              help="Largest Gaussian blur sigma in px, on half the training tiles. 0: off.")
+@click.option("--noise", type=click.FloatRange(min=0), default=_TRAIN.noise, show_default=True,
+              help="Std of Gaussian noise on half the training tiles, in units of each "
+              "band's std. 0: off.")
 @click.option("--workers", type=click.IntRange(min=0), default=_TRAIN.workers,
               help="Data loading processes per training process (0: load in-process). "
               "Default: 0 on CPU (loader processes would compete with torch for the cores), "
@@ -90,8 +99,9 @@ def _preset_help() -> str:
               help="Stop each epoch after this many steps (quick runs). Default: the whole "
               "train split.")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Time budget: start no new epoch after this many minutes (the best model "
-              "so far is kept). Default: no limit.")
+              help="Time budget: train as many epochs (up to --epochs) as fit in this many "
+              "minutes, with the learning-rate schedule fitted to them; the best model is "
+              "kept. Default: no limit.")
 @overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
 @progress_option
 def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
