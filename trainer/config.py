@@ -165,7 +165,8 @@ class TrainConfig:
             and optimizer in fp32) or ``auto``: bf16 where the device has it (CPUs with
             AVX-512 BF16 or AMX, CUDA GPUs from Ampere on), else fp32. On this project's
             2-core CPU bf16 trains the small U-Net 1.7x faster (README, precision table).
-        augment: flips, 90-degree rotations and mild colour jitter on training tiles.
+        augment: flips, 90-degree rotations, colour jitter, scale jitter, blur and noise on
+            training tiles (the last four set by the fields below).
         jitter: strength of the colour jitter (brightness shift and contrast factor, in
             units of the band's standard deviation).
         scale_jitter: zoom range of the augmentation: tiles are zoomed by a factor
@@ -173,7 +174,10 @@ class TrainConfig:
             GSDs (0: off).
         blur: largest Gaussian blur sigma (px) applied to half the training tiles (0: off).
         noise: std of the Gaussian noise (normalized units) added to half the training
-            tiles (0: off).
+            tiles (0: off). The defaults of these three were chosen on val: on the
+            Massachusetts tiles (128 px, 100 epochs, seed 0) they raised val pixel IoU from
+            0.507 to 0.528 and val building F1@0.5 from 0.644 to 0.755, and the best epoch
+            moved from 37 to 90 (less overfitting; README "Results on real imagery").
         max_steps: cap on training steps per epoch (``None``: the whole split).
         max_minutes: wall-clock budget (``None``: no limit). After each epoch the run
             estimates how many epochs (at most ``epochs``) fit the budget and the
@@ -204,9 +208,9 @@ class TrainConfig:
     precision: Precision = "auto"
     augment: bool = True
     jitter: float = 0.1
-    scale_jitter: float = 0.0
-    blur: float = 0.0
-    noise: float = 0.0
+    scale_jitter: float = 0.25
+    blur: float = 1.0
+    noise: float = 0.1
     max_steps: int | None = None
     max_minutes: float | None = None
     boundary_tolerance: int = 2

@@ -64,7 +64,8 @@ def _preset_help() -> str:
               default=_TRAIN.lambda_recon, show_default=True,
               help="Weight of the reconstruction term of the pix2pix generator loss.")
 @click.option("--augment/--no-augment", default=_TRAIN.augment, show_default=True,
-              help="Random flips, 90-degree rotations and mild colour jitter of training tiles.")
+              help="Augment training tiles: random flips and 90-degree rotations, mild "
+              "colour jitter, and the zoom, blur and noise set below.")
 @click.option("--scale-jitter", type=click.FloatRange(min=0), default=_TRAIN.scale_jitter,
               show_default=True,
               help="Zoom training tiles by up to 1 + S (and down to 1 / (1 + S)), so "
