@@ -212,7 +212,7 @@ def build_engines(model: nn.Module, batch: int, example: torch.Tensor, device: t
                                                           example, "bf16")
     engines: dict[str, Run | str] = {}
     for name, make in makers.items():
-        if only and name != "eager fp32" and not any(word in name for word in only):
+        if only and name != "eager fp32" and name not in only and name.split()[0] not in only:
             continue
         t0 = time.perf_counter()
         try:
@@ -270,8 +270,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engines", nargs="+", default=None,
-                        help="Only engines whose name contains one of these words "
-                        "(eager fp32 always runs).")
+                        help="Only these engines, by full name ('eager bf16 CL') or "
+                        "first word (eager, compile, onnxruntime, openvino); eager fp32 "
+                        "always runs.")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()

@@ -83,7 +83,7 @@ _INST = _PREDICT.instances
 @device_option(_PREDICT.device, "Where the model runs ('auto': CUDA when available).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_PREDICT.precision,
               show_default=True,
-              help="Network arithmetic: bf16 autocast (channels-last) or fp32; 'auto' takes "
+              help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' takes "
               "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+). "
               "bf16 masks agree with fp32's on >= 99 % of pixels.")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,

@@ -75,8 +75,8 @@ class PredictConfig:
             ``None``: the model's own band numbers, accepted only when the raster has as
             many bands (alpha left out) as the model takes.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        precision: arithmetic of the network: ``bf16`` (bfloat16 autocast, weights fp32,
-            channels-last tensors), ``fp32``, or ``auto``: bf16 where the device computes it
+        precision: arithmetic of the network: ``bf16`` (bfloat16 autocast, weights fp32),
+            ``fp32``, or ``auto``: bf16 where the device computes it
             natively (CPUs with AVX-512 BF16 / AMX, CUDA GPUs from Ampere on), else fp32
             (:func:`geotiler.device.resolve_precision`). Tolerance, tested on the sample
             scene: bf16 probabilities differ from fp32's by < 0.02 mean absolute and the
