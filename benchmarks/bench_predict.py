@@ -15,6 +15,9 @@ windows as the prediction ran, in the same batch size. It reports
   and scaled to the prediction's count);
 * ``ratio``: predict / forward wall time (the target is <= 1.3); ``cpu ratio``: the same
   with process CPU time, which other load on a shared machine disturbs less;
+* ``win/s``: windows per second of the prediction, and ``x fp32``: the bare forward's
+  windows/s in ``--precision`` against the same forward in fp32, timed in the same child
+  (the speed-up of the network alone; ``--precision fp32`` gives 1.00);
 * ``peak RSS``: the child's ``ru_maxrss`` after the prediction, and the part of it added
   by the prediction (``+predict``) over the loaded model.
 
@@ -158,10 +161,10 @@ def child(args: argparse.Namespace) -> None:
     from trainer.inference import load_predictor
 
     torch.set_num_threads(os.cpu_count() or 1)
-    predictor = load_predictor(args.model, "cpu")
+    predictor = load_predictor(args.model, "cpu", args.precision)
     rss_model = peak_rss_mb()
     config = PredictConfig(batch_size=args.batch_size, block=args.block, device="cpu",
-                           overwrite=True)
+                           precision=args.precision, overwrite=True)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (args.batch_size, 3, TILE, TILE), dtype=np.uint8)
     valid = np.ones((args.batch_size, TILE, TILE), dtype=bool)
@@ -188,6 +191,19 @@ def child(args: argparse.Namespace) -> None:
     rss_peak = peak_rss_mb()
     timed = 2 * half if half else report.windows_run
     after = bare_forward(timed - half)
+    # The bare forward in fp32 against the same in --precision, on the same windows,
+    # interleaved in halves so that a busy machine slows both alike.
+    compare = max(2, min(timed, 4 * args.batch_size))
+    chosen_s = fp32_s = 0.0
+    with load_predictor(args.model, "cpu", "fp32") as fp32:
+        fp32(image, valid)
+        for part in (compare // 2, compare - compare // 2):
+            chosen_s += bare_forward(part)[0]
+            t1 = time.perf_counter()
+            for k in range(0, part, args.batch_size):
+                n = min(args.batch_size, part - k)
+                fp32(image[:n], valid[:n])
+            fp32_s += time.perf_counter() - t1
     scale = report.windows_run / max(timed, 1)
     forward = (before[0] + after[0]) * scale
     forward_cpu = (before[1] + after[1]) * scale
@@ -195,7 +211,8 @@ def child(args: argparse.Namespace) -> None:
         "size": args.size, "windows": report.windows_run, "blocks": report.blocks,
         "buildings": report.buildings, "predict_s": wall, "forward_s": forward,
         "predict_cpu_s": cpu, "forward_cpu_s": forward_cpu,
-        "forward_timed": timed,
+        "forward_timed": timed, "precision": report.precision,
+        "speedup_vs_fp32": fp32_s / max(chosen_s, 1e-9),
         "rss_model_mb": rss_model, "rss_peak_mb": rss_peak,
         "timings": report.timings,
     }))
@@ -208,6 +225,9 @@ def main() -> None:
                         help="Where rasters and outputs go (default: a temp dir, kept).")
     parser.add_argument("--generator", choices=["synthetic", "noise"], default="synthetic")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="The network's arithmetic in the prediction and its bare "
+                        "forward (predict's --precision).")
     parser.add_argument("--block", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--trained-model", type=Path, default=None,
@@ -243,7 +263,8 @@ def main() -> None:
                         args.generator], check=True)
         cmd = [sys.executable, __file__, "--child", "--raster", str(raster), "--model",
                str(model), "--out", str(workdir / f"buildings_{size}.gpkg"), "--size",
-               str(size), "--batch-size", str(args.batch_size), "--block", str(args.block)]
+               str(size), "--batch-size", str(args.batch_size), "--block", str(args.block),
+               "--precision", args.precision]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
         if args.forward_sample:
@@ -253,12 +274,15 @@ def main() -> None:
             sys.exit(f"child failed for {size}:\n{done.stderr}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"\n{'raster':>8} {'windows':>8} {'blocks':>6} {'buildings':>9} {'predict s':>9} "
-          f"{'forward s':>9} {'ratio':>6} {'cpu ratio':>9} {'peak RSS MB':>11} {'+predict':>9}")
+          f"{'forward s':>9} {'ratio':>6} {'cpu ratio':>9} {'win/s':>6} {'prec':>5} "
+          f"{'x fp32':>6} {'peak RSS MB':>11} {'+predict':>9}")
     for r in rows:
         print(f"{r['size']:>7}² {r['windows']:>8} {r['blocks']:>6} {r['buildings']:>9} "
               f"{r['predict_s']:>9.1f} {r['forward_s']:>9.1f} "
               f"{r['predict_s'] / r['forward_s']:>6.2f} "
-              f"{r['predict_cpu_s'] / r['forward_cpu_s']:>9.2f} {r['rss_peak_mb']:>11.0f} "
+              f"{r['predict_cpu_s'] / r['forward_cpu_s']:>9.2f} "
+              f"{r['windows'] / r['predict_s']:>6.1f} {r['precision']:>5} "
+              f"{r['speedup_vs_fp32']:>6.2f} {r['rss_peak_mb']:>11.0f} "
               f"{r['rss_peak_mb'] - r['rss_model_mb']:>9.0f}")
     for r in rows:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())

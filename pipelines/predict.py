@@ -27,6 +27,7 @@ ends; the tasks carry only the plugin's name. The cluster must see the same path
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -147,7 +148,8 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
 
     Raises:
         ConfigError, InputError, ModelFileError, OutputError: see
-            :func:`geotiler.predict.job.prepare` and :func:`trainer.inference.load_predictor`.
+            :func:`geotiler.predict.job.prepare` and :func:`trainer.inference.load_predictor`
+            (``--precision bf16`` on a device without native bfloat16 is a ConfigError).
     """
     from trainer.inference import ModelLoader, load_predictor
 
@@ -155,11 +157,17 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
     started = time.perf_counter()
     device = resolve_device(config.device)
     path = str(Path(model_path).resolve())
-    with load_predictor(path, device) as predictor:  # checks the file before any work
+    # Checks the file (and the precision) before any work.
+    with load_predictor(path, device, config.precision) as predictor:
+        log.info("precision: %s (--precision %s) on %s", predictor.precision,
+                 config.precision, device)
         model = ModelInfo.from_spec(predictor.spec, name=Path(model_path).name)
         job = prepare(raster, model, out, config, raster_out)
-        return run_job(job, predictor, worker_predictor=ModelLoader(path, device),
-                       client=client, workers=workers, progress=progress, started=started)
+        # Workers resolve --precision for their own device (the same, on one machine).
+        report = run_job(job, predictor,
+                         worker_predictor=ModelLoader(path, device, config.precision),
+                         client=client, workers=workers, progress=progress, started=started)
+    return dataclasses.replace(report, precision=predictor.precision)
 
 
 def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = None,

@@ -3,8 +3,15 @@
 :func:`load_predictor` loads a model file (:func:`trainer.modelfile.load_model`) and wraps
 it as a :class:`ModelPredictor`, a function from a batch of raster windows to probabilities
 (the :class:`geotiler.predict.config.Predictor` protocol, which is all prediction sees of a
-model). :class:`ModelLoader` is the same load, postponed: a picklable path and device that a
-Dask worker calls once to load its own copy, so model weights never travel with a task.
+model). :class:`ModelLoader` is the same load, postponed: a picklable path, device and
+precision that a Dask worker calls once to load its own copy, so model weights never travel
+with a task.
+
+Precision: ``bf16`` runs the forward pass under bfloat16 autocast (the weights stay fp32,
+:func:`trainer.distributed.autocast`, as in training). The network and its input are
+channels-last on CPU (oneDNN: 1.2x in fp32, 1.4x in bf16 against 0.86x without it; README,
+"Inference engines") and for bf16 on CUDA (cuDNN's tensor cores); fp32 on CUDA keeps the
+plain layout.
 
 Nothing here caches: whoever loads a model keeps it for as long as it is needed (one run
 with the threaded scheduler, one worker's life on a cluster) and closes it.
@@ -18,8 +25,11 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import torch
 
+from geotiler.device import resolve_precision
 from trainer import modelfile
+from trainer.distributed import Dist, autocast
 
 
 class ModelPredictor:
@@ -30,10 +40,19 @@ class ModelPredictor:
     polygonize may give theirs up (``pipelines.predict``). One thread also serializes the
     passes: torch already spreads each one over every core. :meth:`close` (or ``with``)
     stops the thread.
+
+    ``precision`` is resolved (``fp32`` or ``bf16``, see the module docstring).
     """
 
-    def __init__(self, loaded: modelfile.LoadedModel) -> None:
+    def __init__(self, loaded: modelfile.LoadedModel, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be resolved to fp32 or bf16, got {precision!r}")
         self.loaded = loaded
+        self.precision = precision
+        self._context = Dist(device=loaded.device, precision=precision)
+        last = precision == "bf16" or loaded.device.type == "cpu"
+        self._layout = torch.channels_last if last else torch.contiguous_format
+        loaded.net.to(memory_format=self._layout)  # type: ignore[call-overload]
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geotiler-forward")
         self._runner.submit(int).result()  # start the thread now, from this thread
 
@@ -47,8 +66,9 @@ class ModelPredictor:
         return self._runner.submit(self._forward, image, valid).result()
 
     def _forward(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        x = self.loaded.normalize(image, valid)
-        y = self.loaded.predict(x)
+        x = self.loaded.normalize(image, valid).contiguous(memory_format=self._layout)
+        with autocast(self._context, self.precision):
+            y = self.loaded.predict(x)
         return y.float().cpu().numpy()
 
     def close(self) -> None:
@@ -63,21 +83,27 @@ class ModelPredictor:
         self.close()
 
 
-def load_predictor(path: Path | str, device: str = "cpu") -> ModelPredictor:
-    """The model file at ``path`` on ``device`` (``cpu`` or ``cuda``), ready to predict.
+def load_predictor(path: Path | str, device: str = "cpu",
+                   precision: str = "fp32") -> ModelPredictor:
+    """The model file at ``path`` on ``device`` (``cpu`` or ``cuda``), ready to predict in
+    ``precision`` (one of :data:`geotiler.device.PRECISIONS`; ``auto`` is resolved for the
+    device, the result is :attr:`ModelPredictor.precision`).
 
     Raises:
         ModelFileError: the file is missing, corrupt or not a geotiler model.
+        ConfigError: ``precision`` is unknown, or ``bf16`` on a device without it.
     """
-    return ModelPredictor(modelfile.load_model(Path(path), device=device))
+    resolved = resolve_precision(precision, torch.device(device).type)
+    return ModelPredictor(modelfile.load_model(Path(path), device=device), resolved)
 
 
 @dataclass(frozen=True)
 class ModelLoader:
-    """A model file to load later, where it runs (picklable: a path and a device)."""
+    """A model file to load later, where it runs (picklable: a path, device and precision)."""
 
     path: str
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __call__(self) -> ModelPredictor:
-        return load_predictor(self.path, self.device)
+        return load_predictor(self.path, self.device, self.precision)

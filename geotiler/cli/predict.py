@@ -18,6 +18,7 @@ from geotiler.cli.options import (
     progress_option,
     scheduler_options,
 )
+from geotiler.device import PRECISIONS
 from geotiler.instances import InstanceOptions
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
 from geotiler.tiles.config import parse_bands
@@ -80,6 +81,11 @@ _INST = _PREDICT.instances
               "was trained on. Required when the raster has another number of bands than "
               "the model takes. Default: the model's own band numbers.")
 @device_option(_PREDICT.device, "Where the model runs ('auto': CUDA when available).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_PREDICT.precision,
+              show_default=True,
+              help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' takes "
+              "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+). "
+              "bf16 masks agree with fp32's on >= 99 % of pixels.")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
 @click.option("--compress", type=click.Choice(list(COG_COMPRESSION)), default=_PREDICT.compress,
@@ -122,7 +128,7 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     click.echo(
         f"{report.buildings} buildings ({report.building_fraction:.1%} of the valid area) "
         f"from {report.windows_run} windows on a {report.grid[0]} x {report.grid[1]} px grid "
-        f"at {report.gsd:g} m in {report.seconds:.1f}s"
+        f"at {report.gsd:g} m in {report.seconds:.1f}s ({report.precision})"
         + (f" (Otsu threshold {report.threshold:.3f})" if config.otsu else "")
         + f"; wrote {', '.join(report.outputs)}"
     )

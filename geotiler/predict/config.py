@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from geotiler.device import DEVICES, Device
+from geotiler.device import DEVICES, PRECISIONS, Device, Precision
 from geotiler.errors import ConfigError
 from geotiler.instances import InstanceOptions
 from geotiler.predict.plan import BLOCK_PX, HALO_PX
@@ -75,6 +75,12 @@ class PredictConfig:
             ``None``: the model's own band numbers, accepted only when the raster has as
             many bands (alpha left out) as the model takes.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: arithmetic of the network: ``bf16`` (bfloat16 autocast, weights fp32),
+            ``fp32``, or ``auto``: bf16 where the device computes it
+            natively (CPUs with AVX-512 BF16 / AMX, CUDA GPUs from Ampere on), else fp32
+            (:func:`geotiler.device.resolve_precision`). Tolerance, tested on the sample
+            scene: bf16 probabilities differ from fp32's by < 0.02 mean absolute and the
+            masks agree on >= 99 % of pixels.
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
         compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
             recent QGIS) or ``deflate`` (for older readers).
@@ -97,6 +103,7 @@ class PredictConfig:
     instances: InstanceOptions = field(default_factory=InstanceOptions)
     bands: tuple[int, ...] | None = None
     device: Device = "auto"
+    precision: Precision = "auto"
     probabilities: bool = True
     compress: Literal["zstd", "deflate"] = "zstd"
     overwrite: bool = False
@@ -123,6 +130,9 @@ class PredictConfig:
             raise ConfigError(f"--bands are 1-based band numbers, got {list(self.bands)}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
         if self.compress not in COG_COMPRESSION:
             raise ConfigError(f"--compress must be one of {tuple(COG_COMPRESSION)}, "
                               f"got {self.compress!r}")

@@ -80,6 +80,7 @@ class PredictReport:
     building_fraction: float
     seconds: float
     threshold: float = 0.5  # the footprint threshold used (Otsu's with --otsu)
+    precision: str = "fp32"  # the network's arithmetic (resolved: fp32 or bf16)
     timings: dict[str, float] = field(default_factory=dict)
 
 
