@@ -65,11 +65,12 @@ def run_tiling(
     Without ``client`` the shards run on Dask's threaded scheduler (GDAL, OpenCV and zlib
     release the GIL; on 2 cores threads measured faster than a process cluster), with
     ``workers`` threads (default: one per core); with fewer than two shards per thread, the
-    shards run one at a time, each cutting its strips on every thread. With a ``distributed.Client`` they run on its cluster, which must
-    see the same file paths. A :class:`~pipelines.cluster.PendingClient` is waited for
-    once the job is planned (so a cluster can start meanwhile) and before ``out_dir`` is
-    touched. Whatever fails, no partial file is left behind. ``progress``: a bar on a
-    terminal, a few log lines otherwise (:mod:`geotiler.progress`).
+    shards run one at a time, each cutting its strips on every thread. With a
+    ``distributed.Client`` they run on its cluster, which must see the same file paths.
+    A :class:`~pipelines.cluster.PendingClient` is waited for once the job is planned (so a
+    cluster can start meanwhile) and before ``out_dir`` is touched. Whatever fails, no partial
+    file is left behind. ``progress``: a bar on a terminal, a few log lines otherwise
+    (:mod:`geotiler.progress`).
 
     Raises:
         InputError, ConfigError, OutputError: see :func:`~geotiler.tiles.plan.plan_tiling`,
