@@ -150,6 +150,8 @@ class GeoTiffEncoder:
     compress: str = "zstd"
     nodata: float | None = None
     _fixed_tags: list[Tag] = field(init=False, repr=False)
+    _layout_tags: dict[tuple[int, int, int, str], list[Tag]] = field(
+        init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.compress not in _CODECS:
@@ -175,6 +177,24 @@ class GeoTiffEncoder:
             if predict:
                 plane = imagecodecs.delta_encode(plane, axis=-1)
             strips.append(encoder(plane) if encoder else np.ascontiguousarray(plane).tobytes())
+        layout = (count, height, width, dtype.str)
+        fixed = self._layout_tags.get(layout)
+        if fixed is None:  # the same for every tile of this shape: made once
+            fixed = self._layout_tags[layout] = self._fixed_layout_tags(count, height, width,
+                                                                        dtype, code, predict)
+        tags = [
+            Tag.of(STRIP_BYTE_COUNTS, _LONG, [len(strip) for strip in strips]),
+            *_placement_tags(transform),
+            *fixed,
+        ]
+        pages = [(tags, strips)]
+        if valid is not None and not valid.all():
+            pages.append(_mask_page(valid, compressed=encoder is not None))
+        return write_tiff(pages)
+
+    def _fixed_layout_tags(self, count: int, height: int, width: int, dtype: np.dtype,
+                           code: int, predict: bool) -> list[Tag]:
+        """The tags that depend only on the tile's shape, dtype and compression."""
         rgb = count == 3 and dtype == np.uint8
         tags = [
             Tag.of(IMAGE_WIDTH, _LONG, (width,)),
@@ -184,10 +204,8 @@ class GeoTiffEncoder:
             Tag.of(PHOTOMETRIC, _SHORT, (PHOTOMETRIC_RGB if rgb else PHOTOMETRIC_MINISBLACK,)),
             Tag.of(SAMPLES_PER_PIXEL, _SHORT, (count,)),
             Tag.of(ROWS_PER_STRIP, _LONG, (height,)),
-            Tag.of(STRIP_BYTE_COUNTS, _LONG, [len(strip) for strip in strips]),
             Tag.of(PLANAR_CONFIG, _SHORT, (2 if count > 1 else 1,)),
             Tag.of(SAMPLE_FORMAT, _SHORT, (SAMPLE_FORMATS[dtype.kind],) * count),
-            *_placement_tags(transform),
             *self._fixed_tags,
         ]
         if predict:
@@ -195,10 +213,7 @@ class GeoTiffEncoder:
         extra = count - (3 if rgb else 1)
         if extra > 0:
             tags.append(Tag.of(EXTRA_SAMPLES, _SHORT, (0,) * extra))  # unspecified
-        pages = [(tags, strips)]
-        if valid is not None and not valid.all():
-            pages.append(_mask_page(valid, compressed=encoder is not None))
-        return write_tiff(pages)
+        return tags
 
 
 def _mask_page(valid: np.ndarray, *, compressed: bool) -> tuple[list[Tag], list[Bytes]]:

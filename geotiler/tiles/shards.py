@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import logging
 import tarfile
@@ -32,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from affine import Affine
@@ -88,8 +87,9 @@ class ShardWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.tmp_path = partial_path(self.path)
-        self._tar: tarfile.TarFile | None = None
+        self._file: BinaryIO | None = None
         self._atomic: contextlib.ExitStack | None = None
+        self._offset = 0
         self.records: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}
 
@@ -98,8 +98,7 @@ class ShardWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp_path = stack.enter_context(atomic_path(self.path))
-            self._tar = tarfile.open(self.tmp_path, "w", format=tarfile.USTAR_FORMAT,
-                                     encoding=TAR_ENCODING)
+            self._file = stack.enter_context(open(self.tmp_path, "wb"))
         except OSError as err:
             stack.close()
             raise OutputError.writing(self.path, err) from None
@@ -107,38 +106,55 @@ class ShardWriter:
         return self
 
     def add(self, key: str, members: dict[str, bytes], record: dict[str, Any]) -> None:
-        """Add one tile: ``members`` maps extension (``image.tif``) to bytes."""
-        if self._tar is None:
+        """Add one tile: ``members`` maps extension (``image.tif``) to bytes.
+
+        The tar stream is written here, not by :mod:`tarfile` member by member: the same
+        ustar headers (``TarInfo.tobuf``) and padding, in one write per tile.
+        """
+        if self._file is None:
             raise RuntimeError("ShardWriter used outside its context")
         if "." in key or "/" in key:
             raise ValueError(f"tile keys may not contain '.' or '/': {key!r}")
         record = {**record, CHECKSUMS: {ext: checksum(data) for ext, data in members.items()}}
         body = dict(members)
         body["json"] = json.dumps(record, sort_keys=True).encode()
-        try:
-            for ext, data in body.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                info.mtime = 0  # identical bytes for identical inputs
-                info.mode = 0o644
-                self._tar.addfile(info, io.BytesIO(data))
-        except OSError as err:
-            raise OutputError.writing(self.path, err) from None
+        chunks: list[bytes] = []
+        for ext, data in body.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0  # identical bytes for identical inputs
+            info.mode = 0o644
+            chunks.append(info.tobuf(tarfile.USTAR_FORMAT, TAR_ENCODING, "surrogateescape"))
+            chunks.append(data)
+            chunks.append(tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
+        self._write(b"".join(chunks))
         self.records.append(record)
 
+    def _write(self, data: bytes) -> None:
+        assert self._file is not None
+        try:
+            self._file.write(data)
+        except OSError as err:
+            raise OutputError.writing(self.path, err) from None
+        self._offset += len(data)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._tar is None or self._atomic is None:
+        if self._file is None or self._atomic is None:
             raise RuntimeError("ShardWriter closed outside its context")
         try:
-            try:
-                self._tar.close()
-            except OSError as err:
-                if exc_type is None:
-                    raise OutputError.writing(self.path, err) from None
+            if exc_type is None:  # the end of archive, as tarfile writes it
+                end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+                self._write(end + tarfile.NUL * (-(self._offset + len(end))
+                                                 % tarfile.RECORDSIZE))
         except BaseException as err:
             self._atomic.__exit__(type(err), err, err.__traceback__)
             raise
-        self._atomic.__exit__(exc_type, exc, tb)
+        try:
+            self._atomic.__exit__(exc_type, exc, tb)
+        except OSError as err:  # closing (flushing) the file failed
+            if exc_type is None:
+                raise OutputError.writing(self.path, err) from None
+            return  # the body's own error goes on
         if exc_type is None:
             write_json_atomic(records_path(self.path),
                               {"records": self.records, **self.summary})

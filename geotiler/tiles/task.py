@@ -10,13 +10,17 @@ identical to those made one at a time.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import math
+import queue
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -93,7 +97,8 @@ def keep_empty_draw(seed: int, key: str) -> float:
     return zlib.crc32(f"{seed}:{key}".encode()) / 2**32
 
 
-def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> ShardResult:
+def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig, *,
+                threads: int = 1) -> ShardResult:
     """Write the tiles of ``spec`` into ``spec.path`` (atomically) and report what was done.
 
     ``geoms`` holds the footprints (raster CRS) that can touch these tiles. Tiles with more
@@ -102,74 +107,45 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
     train split, tiles below ``min_building_fraction`` or building-free tiles beyond the
     ``keep_empty`` fraction are skipped too.
 
+    ``threads`` > 1 cuts that many strips at once (each thread with its own raster handle:
+    GDAL datasets are not shared between threads); the shard is written in the same order
+    and holds the same bytes as with one. For jobs with fewer shards than cores, where one
+    task per shard would leave cores idle.
+
     Raises:
         InputError: the raster cannot be read. OutputError: the shard cannot be written.
     """
-    grid, info = spec.grid, spec.raster
-    nb = len(info.bands)
+    cutter = _StripCutter(spec, geoms, config)
+    nb = len(spec.raster.bands)
     band_sum = np.zeros(nb)
     band_sqsum = np.zeros(nb)
     band_count = 0
     skipped_nodata = skipped_selection = 0
-    tree = shapely.STRtree(geoms)
-    pad = config.contour_width + 1
-    resampling = resampling_for(grid, info)
-    image_encoder = GeoTiffEncoder(info.crs, compress=config.compress, nodata=info.nodata)
-    mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
-    extent = raster_extent_px(grid, info)
-    with open_raster(info.path, overviews=config.overviews) as src, \
-            ShardWriter(spec.path) as writer:
-        for row, cols in tile_strips(spec.positions):
-            candidates = geoms[tree.query(shapely.box(*_strip_bounds(grid, row, cols, pad)))]
-            masks = strip_masks(
-                candidates,
-                grid.transform(row, cols[0]),
-                grid.size,
-                grid.stride,
-                len(cols),
-                contour_width=config.contour_width,
-                target=config.target,
-                seed_blur=config.seed_blur,
-            )
-            images = _read_strip(src, info, grid, row, cols, resampling)
-            for col, (mask, count), (image, valid) in zip(cols, masks, images, strict=True):
-                key = tile_key(info.name, row, col)
-                nodata_fraction = _nodata_fraction(valid, grid, row, col, extent)
-                if nodata_fraction > config.max_nodata:
-                    skipped_nodata += 1
-                    continue
-                if not valid.all():  # no targets where there is no imagery to learn them from
-                    mask[:, ~valid] = 0
-                footprint = building_pixels(mask, config.target)
-                building_fraction = float(np.count_nonzero(footprint)) / footprint.size
-                if spec.split == "train" and not _selected(building_fraction, key, config):
-                    skipped_selection += 1
-                    continue
-                transform = grid.transform(row, col)
-                record = {
-                    "key": key,
-                    "split": spec.split,
-                    "shard": spec.path.name,
-                    "source": info.name,
-                    "row": row,
-                    "col": col,
-                    "bounds": list(grid.bounds(row, col)),
-                    "transform": list(transform)[:6],
-                    "crs": spec.crs_text,
-                    "building_fraction": round(building_fraction, 6),
-                    "building_count": count,
-                    "nodata_fraction": round(nodata_fraction, 6),
-                }
-                members = {
-                    "image.tif": image_encoder.encode(image, transform, valid),
-                    "mask.tif": mask_encoder.encode(mask, transform),
-                }
+    strips = list(tile_strips(spec.positions))
+    handles: queue.SimpleQueue[rasterio.DatasetReader] = queue.SimpleQueue()
+    threads = max(1, min(threads, len(strips)))
+    with contextlib.ExitStack() as stack:
+        for _ in range(threads):
+            handles.put(stack.enter_context(
+                open_raster(spec.raster.path, overviews=config.overviews)))
+
+        def cut(strip: tuple[int, list[int]]) -> _StripResult:
+            src = handles.get()
+            try:
+                return cutter.cut(src, *strip)
+            finally:
+                handles.put(src)
+
+        writer = stack.enter_context(ShardWriter(spec.path))
+        for result in _ordered_map(cut, strips, threads):
+            skipped_nodata += result.skipped_nodata
+            skipped_selection += result.skipped_selection
+            for key, members, record in result.tiles:
                 writer.add(key, members, record)
-                if spec.split == "train":
-                    sums, sqsums, npixels = band_moments(image, valid)
-                    band_sum += sums
-                    band_sqsum += sqsums
-                    band_count += npixels
+            for sums, sqsums, npixels in result.moments:  # tile by tile, as summed before
+                band_sum += sums
+                band_sqsum += sqsums
+                band_count += npixels
         writer.summary = {
             "band_sum": band_sum.tolist(),
             "band_sqsum": band_sqsum.tolist(),
@@ -178,6 +154,111 @@ def write_shard(spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> Shard
             "skipped_selection": skipped_selection,
         }
     return shard_result(writer.records, writer.summary)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _ordered_map(function: Callable[[T], R], items: list[T], threads: int) -> Iterator[R]:
+    """``map(function, items)`` on ``threads`` threads, in order, with at most
+    2 x ``threads`` results waiting (memory stays that of a few strips). One thread: no
+    pool at all."""
+    if threads <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="strip") as pool:
+        pending: collections.deque[Future[R]] = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@dataclass
+class _StripResult:
+    """The encoded tiles of one strip, what was skipped, and each training tile's band
+    moments (:func:`band_moments`)."""
+
+    tiles: list[tuple[str, dict[str, bytes], dict[str, Any]]] = field(default_factory=list)
+    moments: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list)
+    skipped_nodata: int = 0
+    skipped_selection: int = 0
+
+
+class _StripCutter:
+    """Reads, masks, selects and encodes the tiles of one strip (thread-safe: no state
+    changes after construction, the raster handle comes with each call)."""
+
+    def __init__(self, spec: ShardSpec, geoms: np.ndarray, config: TileConfig) -> None:
+        self.spec, self.config, self.geoms = spec, config, geoms
+        info = spec.raster
+        self.tree = shapely.STRtree(geoms)
+        self.pad = config.contour_width + 1
+        self.resampling = resampling_for(spec.grid, info)
+        self.image_encoder = GeoTiffEncoder(info.crs, compress=config.compress,
+                                            nodata=info.nodata)
+        self.mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
+        self.extent = raster_extent_px(spec.grid, info)
+
+    def cut(self, src: rasterio.DatasetReader, row: int, cols: list[int]) -> _StripResult:
+        spec, config, grid, info = self.spec, self.config, self.spec.grid, self.spec.raster
+        out = _StripResult()
+        box = shapely.box(*_strip_bounds(grid, row, cols, self.pad))
+        candidates = self.geoms[self.tree.query(box)]
+        masks = strip_masks(
+            candidates,
+            grid.transform(row, cols[0]),
+            grid.size,
+            grid.stride,
+            len(cols),
+            contour_width=config.contour_width,
+            target=config.target,
+            seed_blur=config.seed_blur,
+        )
+        images = _read_strip(src, info, grid, row, cols, self.resampling)
+        for col, (mask, count), (image, valid) in zip(cols, masks, images, strict=True):
+            key = tile_key(info.name, row, col)
+            nodata_fraction = _nodata_fraction(valid, grid, row, col, self.extent)
+            if nodata_fraction > config.max_nodata:
+                out.skipped_nodata += 1
+                continue
+            if not valid.all():  # no targets where there is no imagery to learn them from
+                mask[:, ~valid] = 0
+            footprint = building_pixels(mask, config.target)
+            building_fraction = float(np.count_nonzero(footprint)) / footprint.size
+            if spec.split == "train" and not _selected(building_fraction, key, config):
+                out.skipped_selection += 1
+                continue
+            transform = grid.transform(row, col)
+            record = {
+                "key": key,
+                "split": spec.split,
+                "shard": spec.path.name,
+                "source": info.name,
+                "row": row,
+                "col": col,
+                "bounds": list(grid.bounds(row, col)),
+                "transform": list(transform)[:6],
+                "crs": spec.crs_text,
+                "building_fraction": round(building_fraction, 6),
+                "building_count": count,
+                "nodata_fraction": round(nodata_fraction, 6),
+            }
+            members = {
+                "image.tif": self.image_encoder.encode(image, transform, valid),
+                "mask.tif": self.mask_encoder.encode(mask, transform),
+            }
+            out.tiles.append((key, members, record))
+            if spec.split == "train":
+                out.moments.append(band_moments(image, valid))
+        return out
 
 
 def raster_extent_px(grid: TileGrid, info: RasterInfo) -> tuple[int, int]:
