@@ -156,6 +156,10 @@ def choose_layer(path: Path, layer: str | None, what: str = "footprints",
     try:
         layers = [(str(name), str(kind or "")) for name, kind in pyogrio.list_layers(path)]
     except Exception as err:  # pyogrio raises several types; the message is what matters
+        if _is_raster(path):
+            raise InputError(f"{what} {path} is a raster; {what} must be a vector file of "
+                             "polygons (GeoPackage, GeoJSON, Shapefile, GeoParquet, ...)"
+                             ) from None
         raise InputError(f"cannot read {what} {path}: {first_line(err)}") from None
     layers = [(name, kind) for name, kind in layers if name != "layer_styles"]  # QGIS styles
     names = [name for name, _ in layers]
@@ -174,6 +178,18 @@ def choose_layer(path: Path, layer: str | None, what: str = "footprints",
         raise InputError(f"{what} {path} hold {len(polygonal)} polygon layers "
                          f"({', '.join(polygonal)}); choose one with {option} NAME")
     return None
+
+
+def _is_raster(path: Path) -> bool:
+    """Whether GDAL opens ``path`` as a raster (for a message that says so)."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path):
+            return True
+    except (RasterioIOError, OSError, ValueError):
+        return False
 
 
 def load_footprints(path: Path | str, *, layer: str | None = None, where: str | None = None,

@@ -157,6 +157,9 @@ CASES = {
                                   "-o {a_file}/m.json", 1, "a_file"),
     "evaluate probabilities as PRED": ("evaluate {pred}/b_prob.tif {buildings.gpkg}", 1,
                                        "b_mask.tif"),
+    "evaluate a raster as TRUTH": ("evaluate {pred}/b.gpkg {good.tif}", 1, "is a raster"),
+    "tile a raster as footprints": ("tile {good.tif} -f {good.tif} -o {tmp}/t", 1,
+                                    "is a raster"),
 }
 
 
