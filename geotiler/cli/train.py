@@ -42,8 +42,8 @@ def _preset_help() -> str:
               "minutes on a CPU; 'full' is the pix2pix paper's network (for a GPU). "
               "--ngf/--ndf/--num-downs/--batch-size override it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN.epochs, show_default=True,
-              help="Passes over the training tiles (the learning rate decays linearly to "
-              "zero over the second half).")
+              help="The most passes over the training tiles (the learning rate decays "
+              "linearly to zero over the second half of those that fit --max-minutes).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per step and process. Default: the preset's.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_TRAIN.lr,
@@ -99,10 +99,11 @@ def _preset_help() -> str:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop each epoch after this many steps (quick runs). Default: the whole "
               "train split.")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-minutes", type=click.FloatRange(min=0), default=_TRAIN.max_minutes,
+              show_default=True, callback=lambda _ctx, _param, v: v or None,
               help="Time budget: train as many epochs (up to --epochs) as fit in this many "
               "minutes, with the learning-rate schedule fitted to them; the best model is "
-              "kept. Default: no limit.")
+              "kept. 0: no time limit (--epochs only).")
 @overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
 @progress_option
 def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
@@ -120,8 +121,8 @@ def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
     \b
     Examples:
       geotiler train tiles/ --out model.pt
-      geotiler train tiles/ --out model.pt --arch unet --epochs 30
-      geotiler train tiles_boston/ tiles_kampala/ --out model.pt --max-minutes 30
+      geotiler train tiles/ --out model.pt --arch unet --epochs 30 --max-minutes 0
+      geotiler train tiles_boston/ tiles_kampala/ --out model.pt --max-minutes 60
       geotiler train tiles/ --out model.pt --resume model.checkpoints/last.pt --epochs 40
       torchrun --nproc_per_node 4 -m geotiler train tiles/ --out model.pt --preset full
     """
