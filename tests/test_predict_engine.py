@@ -71,6 +71,8 @@ def test_onnxruntime_predictor_matches_torch_before_rounding(
     raster, _ = scene_crop
     with rasterio.open(raster) as src:
         image = src.read()
+    logger = logging.getLogger("trainer.onnx_engine")  # the CLI may stop "trainer" propagating
+    logger.addHandler(caplog.handler)
     with caplog.at_level(logging.INFO, logger="trainer.onnx_engine"), \
             load_predictor(trained_model, "cpu", "fp32", "torch") as torch_fp32, \
             load_predictor(trained_model, "cpu", "auto", "onnxruntime") as ort:
@@ -85,6 +87,7 @@ def test_onnxruntime_predictor_matches_torch_before_rounding(
             assert p_o.dtype == np.float32 and p_o.shape == p_t.shape == (count, 2, side, side)
             assert np.abs(p_o - p_t).mean() < 1e-4
             assert ((p_o >= 0.5) == (p_t >= 0.5)).mean() >= 0.999
+    logger.removeHandler(caplog.handler)
     assert any("exported the network in" in r.getMessage() for r in caplog.records)
 
 
