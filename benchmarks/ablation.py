@@ -185,7 +185,8 @@ def crop_to_area(src_path: Path, dst_path: Path, area: shapely.Geometry,
 
 def clip_polygons(frame: gpd.GeoDataFrame, area: shapely.Geometry, crs: CRS,
                   min_area: float = 0.0) -> gpd.GeoDataFrame:
-    """The polygons' parts inside ``area`` (in ``crs``) of at least ``min_area`` (CRS units²)."""
+    """The polygons' parts inside ``area`` (in ``crs``) of at least ``min_area`` m² (areas
+    measured in the local UTM zone where ``crs`` is geographic)."""
     if frame.crs is None:
         raise SystemExit("a polygon layer has no CRS")
     geoms = np.asarray(frame.to_crs(crs.to_wkt()).geometry.values, dtype=object)
@@ -194,6 +195,9 @@ def clip_polygons(frame: gpd.GeoDataFrame, area: shapely.Geometry, crs: CRS,
     parts = shapely.get_parts(shapely.get_parts(clipped))  # collections, then multi-parts
     parts = parts[shapely.get_type_id(parts) == 3]
     areas = shapely.area(parts)
+    if crs.is_geographic and len(parts):
+        series = gpd.GeoSeries(parts, crs=crs.to_wkt())
+        areas = series.to_crs(series.estimate_utm_crs()).area.to_numpy()
     keep = (areas > 0) & (areas >= min_area)
     return gpd.GeoDataFrame({"area_m2": areas[keep]}, geometry=list(parts[keep]),
                             crs=crs.to_wkt())
