@@ -10,18 +10,17 @@ For each network it builds one batch of 256 px windows cut from ``sample_data/ar
 * ``eager fp32`` (today's ``predict``), ``eager fp32 CL`` (channels-last),
   ``eager bf16`` and ``eager bf16 CL`` (bfloat16 autocast, weights fp32);
 * ``compile fp32`` / ``compile bf16 CL`` (``torch.compile``, inductor);
-* ``onnxruntime fp32``: ``predict --engine onnxruntime`` itself
-  (:class:`trainer.onnx_engine.OnnxEngine`: the same export and session settings);
+* ``onnxruntime fp32`` (``torch.onnx.export``, CPU execution provider);
 * ``openvino fp32`` / ``openvino bf16`` (``openvino.convert_model`` of the torch module,
   inference precision hint f32 / bf16).
 
 Every engine computes the probabilities (the network plus its output reading,
-:class:`trainer.onnx_engine.ProbabilityNet`). Repeats are interleaved (engine A, B, C, ... then
+:func:`trainer.networks.probabilities`). Repeats are interleaved (engine A, B, C, ... then
 again), so a busy machine slows all of them alike; ``images/s`` is the median repeat, and
 ``x fp32`` the ratio against ``eager fp32`` measured in the same run. ``max|dp|``,
 ``mean|dp|`` and ``mask %`` compare each engine's probabilities with eager fp32's (the mask:
 probability >= 0.5, all channels). An engine that fails to build or run is a row with its
-error, not a crash. Optional packages: ``pip install "geotiler[onnx]" openvino``.
+error, not a crash. Optional packages: ``pip install onnxruntime onnx onnxscript openvino``.
 
 Without ``--model`` the networks have random weights whose batch-norm statistics are set on
 the windows themselves (a few passes in training mode), so every layer is well scaled and the
@@ -37,6 +36,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,8 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from trainer.config import ModelConfig  # noqa: E402
-from trainer.networks import build_generator  # noqa: E402
-from trainer.onnx_engine import OnnxEngine, ProbabilityNet  # noqa: E402
+from trainer.networks import build_generator, probabilities  # noqa: E402
 
 log = logging.getLogger("bench_engines")
 TILE = 256
@@ -59,6 +58,17 @@ NETS = {  # the small preset's U-Net and the pix2pix paper's generator (the full
     "pix2pix": ModelConfig(arch="pix2pix", ngf=64, num_downs=8, use_dropout=True),
 }
 Run = Callable[[torch.Tensor], np.ndarray]
+
+
+class Probabilities(nn.Module):
+    """A generator whose output is already probabilities (what every engine runs)."""
+
+    def __init__(self, net: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        self.net, self.config = net, config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return probabilities(self.net(x), self.config)
 
 
 def sample_windows(count: int, channels: int = 3) -> torch.Tensor:
@@ -143,13 +153,22 @@ def eager(model: nn.Module, batch: int, device: torch.device, bf16: bool,
     return batched(forward, batch, device)
 
 
-def onnxruntime_engine(model: ProbabilityNet, batch: int, example: torch.Tensor) -> Run:
-    """``predict --engine onnxruntime``'s engine on ``model``'s generator."""
-    engine = OnnxEngine(model.net.cpu().eval(), model.config, example[:1])
-    log.info("onnxruntime: export took %.2fs", engine.export_seconds)
+def onnxruntime_engine(model: nn.Module, batch: int, example: torch.Tensor,
+                       workdir: Path) -> Run:
+    import onnxruntime as ort
+
+    path = workdir / "net.onnx"
+    torch.onnx.export(model.cpu().eval(), (example[:batch],), str(path),
+                      input_names=["x"], output_names=["p"],
+                      dynamic_axes={"x": {0: "n"}, "p": {0: "n"}}, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> np.ndarray:
-        return np.concatenate([engine(part) for part in x.split(batch)])
+        return np.concatenate([session.run(["p"], {"x": part.numpy()})[0]
+                               for part in x.split(batch)])
     return run
 
 
@@ -171,8 +190,8 @@ def openvino_engine(model: nn.Module, batch: int, example: torch.Tensor, hint: s
     return run
 
 
-def build_engines(model: ProbabilityNet, batch: int, example: torch.Tensor,
-                  device: torch.device, only: set[str] | None) -> dict[str, Run | str]:
+def build_engines(model: nn.Module, batch: int, example: torch.Tensor, device: torch.device,
+                  workdir: Path, only: set[str] | None) -> dict[str, Run | str]:
     """Engine name -> run function, or the error that stopped it (one line)."""
     import copy
 
@@ -186,7 +205,7 @@ def build_engines(model: ProbabilityNet, batch: int, example: torch.Tensor,
     }
     if device.type == "cpu":
         makers["onnxruntime fp32"] = lambda: onnxruntime_engine(
-            copy.deepcopy(model), batch, example)
+            copy.deepcopy(model), batch, example, workdir)
         makers["openvino fp32"] = lambda: openvino_engine(copy.deepcopy(model), batch,
                                                           example, "f32")
         makers["openvino bf16"] = lambda: openvino_engine(copy.deepcopy(model), batch,
@@ -215,9 +234,9 @@ def agreement(p: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     return float(diff.max()), float(diff.mean()), float(100 * masks.mean())
 
 
-def bench_net(name: str, model: ProbabilityNet, windows: torch.Tensor,
-              args: argparse.Namespace, device: torch.device) -> list[str]:
-    engines = build_engines(model, args.batch_size, windows, device,
+def bench_net(name: str, model: nn.Module, windows: torch.Tensor, args: argparse.Namespace,
+              device: torch.device, workdir: Path) -> list[str]:
+    engines = build_engines(model, args.batch_size, windows, device, workdir,
                             set(args.engines) if args.engines else None)
     ready = {k: v for k, v in engines.items() if not isinstance(v, str)}
     times: dict[str, list[float]] = {k: [] for k in ready}
@@ -262,17 +281,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
-    if args.model:
-        net, config = load_net(args.model)
-        windows = sample_windows(args.windows, config.in_channels)
-        nets = [(args.model.name, ProbabilityNet(net, config), windows)]
-    else:
-        windows = sample_windows(args.windows)
-        nets = [(name, ProbabilityNet(random_net(NETS[name], windows), NETS[name]), windows)
-                for name in args.nets]
-    for name, model, x in nets:
-        log.info("%s: %d windows of %d px, batch %d", name, len(x), TILE, args.batch_size)
-        rows += bench_net(name, model, x, args, device)
+    with tempfile.TemporaryDirectory(prefix="bench_engines-") as tmp:
+        if args.model:
+            net, config = load_net(args.model)
+            windows = sample_windows(args.windows, config.in_channels)
+            nets = [(args.model.name, Probabilities(net, config), windows)]
+        else:
+            windows = sample_windows(args.windows)
+            nets = [(name, Probabilities(random_net(NETS[name], windows), NETS[name]), windows)
+                    for name in args.nets]
+        for name, model, x in nets:
+            log.info("%s: %d windows of %d px, batch %d", name, len(x), TILE, args.batch_size)
+            rows += bench_net(name, model, x, args, device, Path(tmp))
     bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     header = ["", f"{args.device}, {args.threads} threads, torch {torch.__version__}, "
               f"native bf16: {bool(bf16)}; {args.windows} windows x {args.repeats} repeats, "

@@ -3,10 +3,8 @@ memory, on generated rasters (run by hand, not a test).
 
     python benchmarks/bench_predict.py                       # 4096² and 16384²
     python benchmarks/bench_predict.py --sizes 2048 4096 --workdir /tmp/bench
-    python benchmarks/bench_predict.py --sizes 4096 --engine torch onnxruntime
 
-For each size (and each ``--engine``, so engines compare in one run) a child process runs
-the full prediction (threaded Dask scheduler, the CLI's
+For each size a child process runs the full prediction (threaded Dask scheduler, the CLI's
 default) and then, with the same loaded model, times bare forward passes over as many
 windows as the prediction ran, in the same batch size. It reports
 
@@ -17,10 +15,9 @@ windows as the prediction ran, in the same batch size. It reports
   and scaled to the prediction's count);
 * ``ratio``: predict / forward wall time (the target is <= 1.3); ``cpu ratio``: the same
   with process CPU time, which other load on a shared machine disturbs less;
-* ``win/s``: windows per second of the prediction, ``engine``: what ran the network
-  (resolved ``--engine`` and ``--precision``), and ``x fp32``: the bare forward's
-  windows/s with that engine against torch's forward in fp32, timed in the same child
-  (the speed-up of the network alone; ``--engine torch --precision fp32`` gives 1.00);
+* ``win/s``: windows per second of the prediction, and ``x fp32``: the bare forward's
+  windows/s in ``--precision`` against the same forward in fp32, timed in the same child
+  (the speed-up of the network alone; ``--precision fp32`` gives 1.00);
 * ``peak RSS``: the child's ``ru_maxrss`` after the prediction, and the part of it added
   by the prediction (``+predict``) over the loaded model.
 
@@ -164,11 +161,10 @@ def child(args: argparse.Namespace) -> None:
     from trainer.inference import load_predictor
 
     torch.set_num_threads(os.cpu_count() or 1)
-    engine = args.engine[0]  # one per child
-    predictor = load_predictor(args.model, "cpu", args.precision, engine)
+    predictor = load_predictor(args.model, "cpu", args.precision)
     rss_model = peak_rss_mb()
     config = PredictConfig(batch_size=args.batch_size, block=args.block, device="cpu",
-                           precision=args.precision, engine=engine, overwrite=True)
+                           precision=args.precision, overwrite=True)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (args.batch_size, 3, TILE, TILE), dtype=np.uint8)
     valid = np.ones((args.batch_size, TILE, TILE), dtype=bool)
@@ -195,7 +191,7 @@ def child(args: argparse.Namespace) -> None:
     rss_peak = peak_rss_mb()
     timed = 2 * half if half else report.windows_run
     after = bare_forward(timed - half)
-    # The bare forward in torch fp32 against the chosen one's, on the same windows,
+    # The bare forward in fp32 against the same in --precision, on the same windows,
     # interleaved in halves so that a busy machine slows both alike.
     compare = max(2, min(timed, 4 * args.batch_size))
     chosen_s = fp32_s = 0.0
@@ -215,7 +211,7 @@ def child(args: argparse.Namespace) -> None:
         "size": args.size, "windows": report.windows_run, "blocks": report.blocks,
         "buildings": report.buildings, "predict_s": wall, "forward_s": forward,
         "predict_cpu_s": cpu, "forward_cpu_s": forward_cpu,
-        "forward_timed": timed, "precision": report.precision, "engine": report.engine,
+        "forward_timed": timed, "precision": report.precision,
         "speedup_vs_fp32": fp32_s / max(chosen_s, 1e-9),
         "rss_model_mb": rss_model, "rss_peak_mb": rss_peak,
         "timings": report.timings,
@@ -223,8 +219,6 @@ def child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    from geotiler.predict.config import ENGINES, PredictConfig
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--workdir", type=Path, default=None,
@@ -234,10 +228,6 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="The network's arithmetic in the prediction and its bare "
                         "forward (predict's --precision).")
-    parser.add_argument("--engine", nargs="+", choices=list(ENGINES),
-                        default=[PredictConfig().engine],
-                        help="What runs the network (predict's --engine); several: one "
-                        "prediction each, per size, in this order.")
     parser.add_argument("--block", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--trained-model", type=Path, default=None,
@@ -271,33 +261,32 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--prepare", "--raster", str(raster),
                         "--model", str(model), "--size", str(size), "--generator",
                         args.generator], check=True)
-        for engine in args.engine:
-            cmd = [sys.executable, __file__, "--child", "--raster", str(raster), "--model",
-                   str(model), "--out", str(workdir / f"buildings_{size}_{engine}.gpkg"),
-                   "--size", str(size), "--batch-size", str(args.batch_size), "--block",
-                   str(args.block), "--precision", args.precision, "--engine", engine]
-            if args.workers:
-                cmd += ["--workers", str(args.workers)]
-            if args.forward_sample:
-                cmd += ["--forward-sample", str(args.forward_sample)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                sys.exit(f"child failed for {size} ({engine}):\n{done.stderr}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        cmd = [sys.executable, __file__, "--child", "--raster", str(raster), "--model",
+               str(model), "--out", str(workdir / f"buildings_{size}.gpkg"), "--size",
+               str(size), "--batch-size", str(args.batch_size), "--block", str(args.block),
+               "--precision", args.precision]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
+        if args.forward_sample:
+            cmd += ["--forward-sample", str(args.forward_sample)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"child failed for {size}:\n{done.stderr}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"\n{'raster':>8} {'windows':>8} {'blocks':>6} {'buildings':>9} {'predict s':>9} "
-          f"{'forward s':>9} {'ratio':>6} {'cpu ratio':>9} {'win/s':>6} {'engine':>16} "
+          f"{'forward s':>9} {'ratio':>6} {'cpu ratio':>9} {'win/s':>6} {'prec':>5} "
           f"{'x fp32':>6} {'peak RSS MB':>11} {'+predict':>9}")
     for r in rows:
         print(f"{r['size']:>7}² {r['windows']:>8} {r['blocks']:>6} {r['buildings']:>9} "
               f"{r['predict_s']:>9.1f} {r['forward_s']:>9.1f} "
               f"{r['predict_s'] / r['forward_s']:>6.2f} "
               f"{r['predict_cpu_s'] / r['forward_cpu_s']:>9.2f} "
-              f"{r['windows'] / r['predict_s']:>6.1f} {r['engine'] + ' ' + r['precision']:>16} "
+              f"{r['windows'] / r['predict_s']:>6.1f} {r['precision']:>5} "
               f"{r['speedup_vs_fp32']:>6.2f} {r['rss_peak_mb']:>11.0f} "
               f"{r['rss_peak_mb'] - r['rss_model_mb']:>9.0f}")
     for r in rows:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items())
-        print(f"{r['size']}² ({r['engine']}): {parts}")
+        print(f"{r['size']}²: {parts}")
     print(f"outputs in {workdir}; cores: {os.cpu_count()}; "
           f"raster MB (uint8 RGB, uncompressed): "
           f"{', '.join(str(math.ceil(3 * s * s / 2**20)) for s in args.sizes)}")

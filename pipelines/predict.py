@@ -149,8 +149,7 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
     Raises:
         ConfigError, InputError, ModelFileError, OutputError: see
             :func:`geotiler.predict.job.prepare` and :func:`trainer.inference.load_predictor`
-            (``--precision bf16`` on a device without native bfloat16, or ``--engine
-            onnxruntime`` where it cannot run, is a ConfigError).
+            (``--precision bf16`` on a device without native bfloat16 is a ConfigError).
     """
     from trainer.inference import ModelLoader, load_predictor
 
@@ -158,17 +157,17 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
     started = time.perf_counter()
     device = resolve_device(config.device)
     path = str(Path(model_path).resolve())
-    # Checks the file (and the precision and engine) before any work.
-    with load_predictor(path, device, config.precision, config.engine) as predictor:
-        log.info("network: %s (--engine %s, --precision %s) on %s", predictor.label,
-                 config.engine, config.precision, device)
+    # Checks the file (and the precision) before any work.
+    with load_predictor(path, device, config.precision) as predictor:
+        log.info("precision: %s (--precision %s) on %s", predictor.precision,
+                 config.precision, device)
         model = ModelInfo.from_spec(predictor.spec, name=Path(model_path).name)
         job = prepare(raster, model, out, config, raster_out)
-        # Workers load what ran here (resolved), each exporting its own ONNX graph.
-        loader = ModelLoader(path, device, predictor.precision, predictor.engine)
-        report = run_job(job, predictor, worker_predictor=loader, client=client,
-                         workers=workers, progress=progress, started=started)
-    return dataclasses.replace(report, precision=predictor.precision, engine=predictor.engine)
+        # Workers resolve --precision for their own device (the same, on one machine).
+        report = run_job(job, predictor,
+                         worker_predictor=ModelLoader(path, device, config.precision),
+                         client=client, workers=workers, progress=progress, started=started)
+    return dataclasses.replace(report, precision=predictor.precision)
 
 
 def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = None,

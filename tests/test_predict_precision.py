@@ -108,7 +108,7 @@ def predict(raster: Path, model: Path, out: Path, precision: str) -> tuple[str, 
     """``geotiler predict --precision``: its summary line, probabilities and mask."""
     result = CliRunner().invoke(main, [
         "-q", "predict", str(raster), "--model", str(model), "--out", str(out / "b.gpkg"),
-        "--device", "cpu", "--engine", "torch", "--precision", precision, "--block", "256"])
+        "--device", "cpu", "--precision", precision, "--block", "256"])
     assert result.exit_code == 0, result.output + result.stderr
     with rasterio.open(out / "b_prob.tif") as src:
         prob = src.read().astype(np.float32) / 255  # stored as probability x 255
@@ -123,7 +123,7 @@ def test_bf16_probabilities_and_masks_match_fp32_on_the_sample_scene(
     raster, truth = scene_crop
     line32, prob32, mask32 = predict(raster, trained_model, tmp_path / "fp32", "fp32")
     line16, prob16, mask16 = predict(raster, trained_model, tmp_path / "bf16", "bf16")
-    assert "(torch fp32)" in line32 and "(torch bf16)" in line16  # the summary says which ran
+    assert "(fp32)" in line32 and "(bf16)" in line16  # the summary says which ran
     assert prob32.max() > 0.9 and prob32.min() < 0.1, "the model is decisive"
     assert (mask32 == 1).mean() > 0.02, "the fp32 mask finds buildings"
     assert 0 < (mask32 == 1).mean() < 0.9
@@ -162,9 +162,9 @@ def test_auto_precision_is_bf16_where_native_and_is_the_default(
     assert PredictConfig().precision == "auto"
     result = CliRunner().invoke(main, [
         "-q", "predict", str(raster), "--model", str(trained_model), "--out",
-        str(tmp_path / "b.gpkg"), "--device", "cpu", "--engine", "torch", "--no-probabilities"])
+        str(tmp_path / "b.gpkg"), "--device", "cpu", "--no-probabilities"])
     assert result.exit_code == 0, result.output + result.stderr
-    assert f"(torch {expected})" in result.output
+    assert f"({expected})" in result.output
     help_text = CliRunner().invoke(main, ["predict", "--help"]).output
     assert "--precision [auto|fp32|bf16]" in help_text and "default: auto" in help_text
 

@@ -21,7 +21,6 @@ from geotiler.cli.options import (
 from geotiler.device import PRECISIONS
 from geotiler.instances import InstanceOptions
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
-from geotiler.predict.config import ENGINES, ONNX_INSTALL
 from geotiler.tiles.config import parse_bands
 
 log = logging.getLogger("geotiler")
@@ -85,14 +84,8 @@ _INST = _PREDICT.instances
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_PREDICT.precision,
               show_default=True,
               help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' takes "
-              "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+; fp32 "
-              "with --engine onnxruntime). "
+              "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+). "
               "bf16 masks agree with fp32's on >= 99 % of pixels.")
-@click.option("--engine", type=click.Choice(ENGINES), default=_PREDICT.engine,
-              show_default=True,
-              help="What runs the network: torch, or onnxruntime (CPU, fp32: the model is "
-              f"exported to ONNX once per run; {ONNX_INSTALL}). 'auto' takes onnxruntime "
-              "on CPU when it is installed and --precision is not bf16, else torch.")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
 @click.option("--compress", type=click.Choice(list(COG_COMPRESSION)), default=_PREDICT.compress,
@@ -116,7 +109,6 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     Examples:
       geotiler predict area.tif --model model.pt --out buildings.gpkg
       geotiler predict big.tif -m model.pt -o out/b.gpkg --scheduler tcp://10.0.0.5:8786
-      geotiler predict area.tif -m model.pt -o b.gpkg --engine torch --precision bf16
     """
     from pipelines.cluster import open_client
     from pipelines.predict import run_predict
@@ -136,7 +128,7 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     click.echo(
         f"{report.buildings} buildings ({report.building_fraction:.1%} of the valid area) "
         f"from {report.windows_run} windows on a {report.grid[0]} x {report.grid[1]} px grid "
-        f"at {report.gsd:g} m in {report.seconds:.1f}s ({report.engine} {report.precision})"
+        f"at {report.gsd:g} m in {report.seconds:.1f}s ({report.precision})"
         + (f" (Otsu threshold {report.threshold:.3f})" if config.otsu else "")
         + f"; wrote {', '.join(report.outputs)}"
     )

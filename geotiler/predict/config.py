@@ -3,8 +3,7 @@
 :class:`PredictConfig` holds every ``geotiler predict`` option (the CLI takes its defaults and
 choices from here); :class:`ModelInfo` and :class:`Predictor` are all the rest of
 :mod:`geotiler.predict` sees of a model: its description, and a function from windows to
-probabilities. :func:`resolve_engine` decides which engine and precision run the network. The
-output formats' constants (COG creation options, the mask's nodata, the
+probabilities. The output formats' constants (COG creation options, the mask's nodata, the
 overview resampling, the GeoPackage layer) live here too.
 
 Imported by the CLI for ``geotiler --help``: this module imports neither OpenCV, rasterio
@@ -14,11 +13,10 @@ nor torch, and only the light :mod:`geotiler.predict.plan` of this package.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from geotiler.device import DEVICES, PRECISIONS, Device, Precision, resolve_precision
+from geotiler.device import DEVICES, PRECISIONS, Device, Precision
 from geotiler.errors import ConfigError
 from geotiler.instances import InstanceOptions
 from geotiler.predict.plan import BLOCK_PX, HALO_PX
@@ -28,13 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from trainer.modelfile import ModelSpec
-
-# What runs the network in predict: torch (eager) or ONNX Runtime (CPU, fp32; the optional
-# "onnx" extra); "auto" picks (resolve_engine).
-Engine = Literal["auto", "torch", "onnxruntime"]
-ENGINES: tuple[Engine, ...] = get_args(Engine)
-ONNX_PACKAGES = ("onnxruntime", "onnx")  # the "onnx" extra: the runtime and the exporter's
-ONNX_INSTALL = 'pip install "geotiler[onnx]"'
 
 WindowKind = Literal["hann", "linear"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("hann", "linear")
@@ -89,13 +80,6 @@ class PredictConfig:
             natively (CPUs with AVX-512 BF16 / AMX, CUDA GPUs from Ampere on), else fp32
             (:func:`geotiler.device.resolve_precision`). Tolerance, tested on the sample
             scene: bf16 probabilities differ from fp32's by < 0.02 mean absolute and the
-            masks agree on >= 99 % of pixels. With the onnxruntime engine, ``auto`` is fp32.
-        engine: what runs the network: ``torch`` (eager, ``precision`` as above),
-            ``onnxruntime`` (the network exported to ONNX once per run and run by ONNX
-            Runtime on CPU, in fp32; needs the ``onnx`` extra), or ``auto``: onnxruntime on
-            CPU where the extra is installed and ``precision`` is not ``bf16``, else torch
-            (:func:`resolve_engine`). Tested on the sample scene: onnxruntime's
-            probabilities differ from torch fp32's by < 0.02 mean absolute (~1e-7) and the
             masks agree on >= 99 % of pixels.
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
         compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
@@ -120,7 +104,6 @@ class PredictConfig:
     bands: tuple[int, ...] | None = None
     device: Device = "auto"
     precision: Precision = "auto"
-    engine: Engine = "auto"
     probabilities: bool = True
     compress: Literal["zstd", "deflate"] = "zstd"
     overwrite: bool = False
@@ -150,60 +133,12 @@ class PredictConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, "
                               f"got {self.precision!r}")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, "
-                              f"got {self.engine!r}")
         if self.compress not in COG_COMPRESSION:
             raise ConfigError(f"--compress must be one of {tuple(COG_COMPRESSION)}, "
                               f"got {self.compress!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def onnx_installed() -> bool:
-    """Whether the ``onnx`` extra (:data:`ONNX_PACKAGES`) is importable (nothing imported)."""
-    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
-
-
-def resolve_engine(engine: str, precision: str, device_type: str,
-                   onnx: bool | None = None) -> tuple[Literal["torch", "onnxruntime"],
-                                                      Literal["fp32", "bf16"]]:
-    """The engine and precision that run the network: ``engine`` (one of :data:`ENGINES`)
-    and ``precision`` (one of :data:`geotiler.device.PRECISIONS`) on ``device_type``
-    (``cpu``/``cuda``, resolved); ``onnx``: whether the ``onnx`` extra is installed
-    (default: :func:`onnx_installed`).
-
-    ``auto`` is onnxruntime on CPU when the extra is installed and ``precision`` is not
-    ``bf16`` (fp32 in ONNX Runtime measured faster than bf16 autocast in torch), else torch.
-    onnxruntime runs fp32, so ``auto`` precision is ``fp32`` with it. torch resolves
-    ``precision`` for the device (:func:`geotiler.device.resolve_precision`).
-
-    Raises:
-        ConfigError: an unknown engine or precision; onnxruntime asked for without the
-            extra installed (the message gives the install line), on CUDA, or with
-            ``bf16``; ``bf16`` on a device without it.
-    """
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                          f"got {precision!r}")
-    installed = onnx_installed() if onnx is None else onnx
-    if engine == "onnxruntime":
-        if not installed:
-            raise ConfigError("--engine onnxruntime needs ONNX Runtime and onnx: "
-                              f"{ONNX_INSTALL} (or use --engine torch)")
-        if device_type != "cpu":
-            raise ConfigError(f"--engine onnxruntime runs on CPU only, the device is "
-                              f"{device_type}; use --engine torch or --device cpu")
-        if precision == "bf16":
-            raise ConfigError("--engine onnxruntime computes in fp32, not bf16; use "
-                              "--precision fp32 or auto, or --engine torch for bf16")
-        return "onnxruntime", "fp32"
-    if engine == "auto" and installed and device_type == "cpu" and precision != "bf16":
-        return "onnxruntime", "fp32"
-    return "torch", resolve_precision(precision, device_type)
 
 
 @dataclass(frozen=True)

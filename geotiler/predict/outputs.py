@@ -82,7 +82,6 @@ class PredictReport:
     seconds: float
     threshold: float = 0.5  # the footprint threshold used (Otsu's with --otsu)
     precision: str = "fp32"  # the network's arithmetic (resolved: fp32 or bf16)
-    engine: str = "torch"  # what ran the network (resolved: torch or onnxruntime)
     timings: dict[str, float] = field(default_factory=dict)
 
 
