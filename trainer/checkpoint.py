@@ -56,7 +56,7 @@ class Progress:
     best_epoch: int | None = None  # 1-based
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.csv rows
     images: int = 0  # training images seen, all epochs and ranks
-    planned: int | None = None  # epochs that fit --max-minutes (None: --epochs)
+    planned: int | None = None  # epochs that fit --max-minutes when fewer than --epochs
 
 
 # --- RNG state ------------------------------------------------------------------------------

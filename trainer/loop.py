@@ -278,11 +278,14 @@ def _train(
                                      time.perf_counter() - loop_start,
                                      time.perf_counter() - start_time)
             planned = main_value(planned, ctx)
-            if ctx.is_main and state.planned is None:
+            # Only a budget that binds changes the schedule: when every epoch fits, the
+            # run follows --epochs, and a resumed run with more --epochs repeats exactly.
+            fitted = planned if planned < config.epochs else None
+            if ctx.is_main and fitted is not None and state.planned is None:
                 log.info("--max-minutes %.1f fits about %d epochs (of --epochs %d): the "
-                         "learning rate decays over them", config.max_minutes, planned,
+                         "learning rate decays over them", config.max_minutes, fitted,
                          config.epochs)
-            state.planned = planned
+            state.planned = fitted
         checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
         barrier(ctx)
         if state.planned is not None and state.epoch >= state.planned:

@@ -126,7 +126,8 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
                              client=client, workers=workers,
                              progress=progress and log.isEnabledFor(logging.INFO))
     click.echo(
-        f"{report.buildings} buildings ({report.building_fraction:.1%} of the valid area) "
+        f"{report.buildings} buildings (the mask covers {report.building_fraction:.1%} of "
+        f"the valid area) "
         f"from {report.windows_run} windows on a {report.grid[0]} x {report.grid[1]} px grid "
         f"at {report.gsd:g} m in {report.seconds:.1f}s ({report.precision})"
         + (f" (Otsu threshold {report.threshold:.3f})" if config.otsu else "")

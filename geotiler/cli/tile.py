@@ -128,7 +128,8 @@ def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,
     t = report.tiles
     click.echo(
         f"{sum(t.values())} tiles (train {t['train']}, val {t['val']}, test {t['test']}) with "
-        f"{report.buildings} building parts in {out_dir} in {report.seconds:.1f}s; "
+        f"{report.buildings} footprints drawn (a building cut by tile edges counts once "
+        f"per tile) in {out_dir} in {report.seconds:.1f}s; "
         f"skipped {report.skipped_nodata} mostly-nodata, {report.skipped_selection} by "
         f"selection, {report.skipped_overlap_guard} at split borders; "
         f"{report.shards_written} shard(s) written, {report.shards_reused} reused"
