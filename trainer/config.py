@@ -186,8 +186,9 @@ class TrainConfig:
             the default recipe must fit; ``None``: no limit). After each epoch the run
             estimates how many epochs (at most ``epochs``) fit the budget and the
             learning-rate schedule decays over those, so the run ends at a low learning
-            rate; no new epoch starts once the budget is spent. With a budget, the plan
-            depends on the machine's speed, so runs no longer repeat bit for bit.
+            rate; no new epoch starts once the budget is spent. A plan that binds depends
+            on the machine's speed, so such runs no longer repeat bit for bit; when all
+            ``epochs`` fit, the run follows them exactly.
         boundary_tolerance: tolerance in pixels of the boundary F-score.
         shuffle_buffer: tiles each data reader shuffles among (besides shard order).
         threshold: probability above which a pixel counts as building in the metrics.
