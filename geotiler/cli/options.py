@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from geotiler.device import DEVICES
+from geotiler.device import DEVICES, PRECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,3 +76,13 @@ def device_option(default: str, help_text: str) -> Callable[[F], F]:
     """``--device`` (:data:`geotiler.device.DEVICES`), with the command config's default."""
     return click.option("--device", type=click.Choice(DEVICES), default=default,
                         show_default=True, help=help_text)
+
+
+def precision_option(default: str, measured: str) -> Callable[[F], F]:
+    """``--precision`` (:data:`geotiler.device.PRECISIONS`) of ``train`` and ``predict``,
+    with the command config's default; ``measured`` ends the help with what it gives."""
+    return click.option(
+        "--precision", type=click.Choice(PRECISIONS), default=default, show_default=True,
+        help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' takes "
+        "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+). "
+        + measured)

@@ -15,10 +15,10 @@ import click
 from geotiler.cli.options import (
     device_option,
     overwrite_option,
+    precision_option,
     progress_option,
     scheduler_options,
 )
-from geotiler.device import PRECISIONS
 from geotiler.instances import InstanceOptions
 from geotiler.predict import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
 from geotiler.tiles.config import parse_bands
@@ -81,11 +81,7 @@ _INST = _PREDICT.instances
               "was trained on. Required when the raster has another number of bands than "
               "the model takes. Default: the model's own band numbers.")
 @device_option(_PREDICT.device, "Where the model runs ('auto': CUDA when available).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=_PREDICT.precision,
-              show_default=True,
-              help="Network arithmetic: bf16 autocast (weights stay fp32) or fp32; 'auto' takes "
-              "bf16 where the CPU or GPU computes it natively (AVX-512 BF16/AMX, Ampere+). "
-              "bf16 masks agree with fp32's on >= 99 % of pixels.")
+@precision_option(_PREDICT.precision, "bf16 masks agree with fp32's on >= 99 % of pixels.")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
 @click.option("--compress", type=click.Choice(list(COG_COMPRESSION)), default=_PREDICT.compress,
