@@ -115,7 +115,6 @@ def run_tiling(
             dask_key_name=f"shard-{plan.shards[i].path.stem}")
         for i in todo
     ]
-    positions = todo
     if plan.report.shards_reused:
         log.info("reusing %d finished shard(s) of an earlier run", plan.report.shards_reused)
     log.info("tiling %d raster(s) into %d shard(s) in %s", len(plan.rasters), len(tasks), out_dir)
@@ -126,7 +125,7 @@ def run_tiling(
         digests.cancel()
         hasher.shutdown(wait=False)
         raise
-    for index, result in zip(positions, computed, strict=True):
+    for index, result in zip(todo, computed, strict=True):
         results[index] = result
     plan.report.shards_written = len(tasks)
     hasher.shutdown(wait=True)
