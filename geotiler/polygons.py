@@ -17,8 +17,8 @@ Steps for one block (:func:`polygonize_block`):
 4. A polygon is kept only by the block whose core holds its representative point, so a
    building crossing a border comes back once; the block is read with a halo larger than
    the largest building so that the owner sees it whole.
-5. Simplify (Douglas-Peucker; redone preserving topology where that gave an invalid or
-   empty shape), optionally square corners (the minimum
+5. Simplify (:func:`simplify_coverage`: touching buildings as one coverage, the others
+   by Douglas-Peucker, so that no two overlap), optionally square corners (the minimum
    rotated rectangle where the polygon fills enough of it), and drop those below
    ``min_area`` (regions with fewer pixels are dropped before tracing, the rest once more
    after simplification, so every polygon kept has at least that area).
@@ -197,19 +197,84 @@ def finish(geoms: np.ndarray, scores: np.ndarray, options: PolygonOptions) -> Pi
     if len(geoms) == 0:
         return PixelPolygons.empty()
     if options.simplify > 0:
-        # The traced regions tile the plane without gaps or overlaps (a coverage):
-        # simplifying them as one coverage simplifies each shared border once, so
-        # neighbours still touch and never overlap (shapely.coverage_simplify, GEOS).
-        simple = np.asarray(shapely.coverage_simplify(geoms, options.simplify), dtype=object)
-        broken = ~shapely.is_valid(simple) | (shapely.get_type_id(simple) != 3)
-        if broken.any():
-            simple[broken] = geoms[broken]
-        geoms = simple
+        geoms = simplify_coverage(geoms, options.simplify)
     if options.regularize:
         geoms = regularize(geoms, options.rectangularity)
     areas = shapely.area(geoms)
     keep = (areas >= options.min_area) & (areas > 0)
     return PixelPolygons(geoms[keep], areas[keep], scores[keep])
+
+
+def _unusable(geoms: np.ndarray) -> np.ndarray:
+    """Where a simplified shape is not a valid, non-empty Polygon."""
+    return ~shapely.is_valid(geoms) | (shapely.get_type_id(geoms) != 3) | shapely.is_empty(geoms)
+
+
+def _overlapping(geoms: np.ndarray) -> np.ndarray:
+    """Which polygons share interior (area > 0) with another one."""
+    tree = shapely.STRtree(geoms)
+    a, b = tree.query(geoms, predicate="intersects")
+    pair = a < b
+    a, b = a[pair], b[pair]
+    hit = np.zeros(len(geoms), dtype=bool)
+    if len(a):
+        shared = shapely.area(shapely.intersection(geoms[a], geoms[b])) > 1e-9
+        hit[a[shared]] = True
+        hit[b[shared]] = True
+    return hit
+
+
+def _touching(geoms: np.ndarray) -> np.ndarray:
+    """Which polygons touch or intersect another one (bounding boxes first, then GEOS)."""
+    tree = shapely.STRtree(geoms)
+    a, b = tree.query(geoms)
+    pair = a < b
+    a, b = a[pair], b[pair]
+    hit = np.zeros(len(geoms), dtype=bool)
+    if len(a):
+        meet = shapely.intersects(geoms[a], geoms[b])
+        hit[a[meet]] = True
+        hit[b[meet]] = True
+    return hit
+
+
+def simplify_coverage(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+    """Simplify traced polygons (pixel outlines that never overlap) so that they still
+    never overlap and neighbours still share their borders; ``tolerance`` in the polygons'
+    units (px here).
+
+    Polygons that touch another are simplified together as one coverage
+    (``shapely.coverage_simplify``, GEOS: each shared border once, so neighbours keep
+    touching). A free-standing polygon is simplified on its own by Douglas-Peucker
+    (``shapely.simplify``), ~40x cheaper per polygon than the coverage simplifier on the
+    staircase outlines of a probability map (`benchmarks/bench_predict.py`). Should that
+    bring two polygons to overlap, they join the coverage; shapes that come out invalid
+    or empty are simplified preserving topology, or else kept as traced.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    out = np.asarray(shapely.simplify(geoms, tolerance, preserve_topology=False), dtype=object)
+    bad = _unusable(out)
+    if bad.any():
+        out[bad] = shapely.simplify(geoms[bad], tolerance, preserve_topology=True)
+        bad = _unusable(out)
+        out[bad] = geoms[bad]
+    joint = _touching(geoms)
+    for _ in range(2):
+        if joint.any():
+            together = np.asarray(shapely.coverage_simplify(geoms[joint], tolerance),
+                                  dtype=object)
+            bad = _unusable(together)
+            together[bad] = geoms[joint][bad]
+            out[joint] = together
+        clash = _overlapping(out) & ~joint
+        if not clash.any():
+            return out
+        joint |= clash
+    # Still overlapping (not seen on real predictions): everything as one coverage.
+    together = np.asarray(shapely.coverage_simplify(geoms, tolerance), dtype=object)
+    bad = _unusable(together)
+    together[bad] = geoms[bad]
+    return together
 
 
 def regularize(geoms: np.ndarray, rectangularity: float = 0.85) -> np.ndarray:

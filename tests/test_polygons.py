@@ -18,6 +18,7 @@ from geotiler.polygons import (
     polygonize_block,
     polygonize_tiled,
     regularize,
+    simplify_coverage,
     to_map,
 )
 from geotiler.predict.plan import Rect
@@ -166,6 +167,32 @@ def test_simplify_min_area_and_regularize():
     assert len(done.geoms[0].exterior.coords) == 5  # a rectangle
     lshape = KNOWN[1]
     assert regularize(np.array([lshape], dtype=object))[0].equals(lshape)  # not rectangular
+
+
+def test_simplify_coverage_keeps_neighbours_apart_and_touching():
+    """Traced buildings: two sharing a staircase wall, a third one pixel to their right
+    with a staircase edge. After simplification the two still share their border, none
+    overlaps another, and all have fewer vertices."""
+    labels = np.zeros((40, 80), np.int32)
+    for row in range(2, 38):
+        wall = 12 + row // 3  # a diagonal wall, traced as a staircase
+        labels[row, 2:wall] = 1
+        labels[row, wall:30] = 2
+        labels[row, 31:44 + row // 2] = 3  # one pixel apart from house 2
+    from geotiler.polygons import trace
+    geoms, _ = trace(labels, 3, (labels > 0).astype(np.float32))
+    assert len(geoms) == 3
+    assert shapely.touches(geoms[0], geoms[1]) and shapely.distance(geoms[1], geoms[2]) == 1
+    out = simplify_coverage(geoms, 1.5)
+    assert all(shapely.is_valid(out)) and all(shapely.get_type_id(out) == 3)
+    assert shapely.touches(out[0], out[1])  # one shared border, simplified once
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert shapely.area(shapely.intersection(out[i], out[j])) < 1e-9
+    assert (shapely.get_num_coordinates(out) < shapely.get_num_coordinates(geoms)).all()
+    # each outline moves by at most about the tolerance
+    assert np.all(np.abs(shapely.area(out) - shapely.area(geoms))
+                  <= 1.5 * shapely.length(geoms))
 
 
 def test_seed_rgb_channels():
