@@ -158,14 +158,16 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
     device = resolve_device(config.device)
     path = str(Path(model_path).resolve())
     # Checks the file (and the precision) before any work.
-    with load_predictor(path, device, config.precision) as predictor:
-        log.info("precision: %s (--precision %s) on %s", predictor.precision,
-                 config.precision, device)
+    with load_predictor(path, device, config.precision, config.tta) as predictor:
+        log.info("precision: %s (--precision %s) on %s%s", predictor.precision,
+                 config.precision, device,
+                 "" if config.tta == "none" else f", test-time augmentation: {config.tta}")
         model = ModelInfo.from_spec(predictor.spec, name=Path(model_path).name)
         job = prepare(raster, model, out, config, raster_out)
         # Workers resolve --precision for their own device (the same, on one machine).
         report = run_job(job, predictor,
-                         worker_predictor=ModelLoader(path, device, config.precision),
+                         worker_predictor=ModelLoader(path, device, config.precision,
+                                                                 config.tta),
                          client=client, workers=workers, progress=progress, started=started)
     return dataclasses.replace(report, precision=predictor.precision)
 

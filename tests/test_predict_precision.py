@@ -175,3 +175,47 @@ def test_unknown_precision_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "a.tif"), "-m", "m.pt",
                                        "-o", str(tmp_path / "b.gpkg"), "--precision", "fp8"])
     assert result.exit_code == 2 and "fp8" in result.stderr
+
+
+def test_test_time_augmentation_averages_each_windows_symmetries(
+        tmp_path: Path, scene_crop: tuple[Path, np.ndarray], trained_model: Path) -> None:
+    """``--tta d4``: the mean of the model's outputs on the eight symmetries of each window,
+    each mapped back onto the window (a wrong inverse would move buildings); ``--tta
+    flips`` through the CLI keeps the mask close to the plain one and finds the buildings."""
+    from trainer.inference import load_predictor
+
+    raster, truth = scene_crop
+    with rasterio.open(raster) as src:
+        image = src.read()
+    windows = np.stack([image[:, r:r + TILE, c:c + TILE]
+                        for r in range(0, CROP, TILE) for c in range(0, CROP, TILE)])
+    valid = np.ones((len(windows), TILE, TILE), dtype=bool)
+    with load_predictor(trained_model, "cpu", "fp32") as plain, \
+            load_predictor(trained_model, "cpu", "fp32", "d4") as d4:
+        expected = np.zeros((len(windows), 2, TILE, TILE), dtype=np.float64)
+        for transpose in (False, True):
+            for axes in ((), (-1,), (-2,), (-2, -1)):
+                x = np.flip(windows, axes) if axes else windows
+                v = np.flip(valid, axes) if axes else valid
+                if transpose:
+                    x, v = x.swapaxes(-1, -2), v.swapaxes(-1, -2)
+                y = plain(image=np.ascontiguousarray(x), valid=np.ascontiguousarray(v))
+                if transpose:
+                    y = y.swapaxes(-1, -2)
+                expected += np.flip(y, axes) if axes else y
+        got = d4(image=windows, valid=valid)
+        once = plain(image=windows, valid=valid)
+    assert np.abs(got - expected / 8).max() < 1e-4
+    assert np.abs(got - once).mean() > 1e-4, "the symmetries were averaged"
+
+    result = CliRunner().invoke(main, [
+        "-q", "predict", str(raster), "--model", str(trained_model), "--out",
+        str(tmp_path / "b.gpkg"), "--device", "cpu", "--precision", "fp32", "--tta", "flips",
+        "--block", "256"])
+    assert result.exit_code == 0, result.output + result.stderr
+    with rasterio.open(tmp_path / "b_mask.tif") as src:
+        mask = src.read(1) == 1
+    _, _, plain_mask = predict(raster, trained_model, tmp_path / "plain", "fp32")
+    assert (mask == (plain_mask == 1)).mean() >= 0.9
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.2

@@ -19,6 +19,7 @@ with the threaded scheduler, one worker's life on a cluster) and closes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,18 @@ class ModelPredictor:
     passes: torch already spreads each one over every core. :meth:`close` (or ``with``)
     stops the thread.
 
-    ``precision`` is resolved (``fp32`` or ``bf16``, see the module docstring).
+    ``precision`` is resolved (``fp32`` or ``bf16``, see the module docstring). ``tta``
+    (:data:`geotiler.predict.config.TTA_MODES`) averages the outputs of each window's
+    symmetries (:func:`symmetries`), each mapped back onto the window.
     """
 
-    def __init__(self, loaded: modelfile.LoadedModel, precision: str = "fp32") -> None:
+    def __init__(self, loaded: modelfile.LoadedModel, precision: str = "fp32",
+                 tta: str = "none") -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be resolved to fp32 or bf16, got {precision!r}")
         self.loaded = loaded
         self.precision = precision
+        self.transforms = symmetries(tta)
         self._context = Dist(device=loaded.device, precision=precision)
         last = precision == "bf16" or loaded.device.type == "cpu"
         self._layout = torch.channels_last if last else torch.contiguous_format
@@ -66,10 +71,18 @@ class ModelPredictor:
         return self._runner.submit(self._forward, image, valid).result()
 
     def _forward(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        x = self.loaded.normalize(image, valid).contiguous(memory_format=self._layout)
-        with autocast(self._context, self.precision):
-            y = self.loaded.predict(x)
-        return y.float().cpu().numpy()
+        x = self.loaded.normalize(image, valid)
+        total = None
+        for forward, back in self.transforms:
+            with autocast(self._context, self.precision):
+                y = self.loaded.predict(
+                    forward(x).contiguous(memory_format=self._layout))
+            y = back(y.float())
+            total = y if total is None else total + y
+        assert total is not None
+        if len(self.transforms) > 1:
+            total /= len(self.transforms)
+        return total.cpu().numpy()
 
     def close(self) -> None:
         """Stop the forward thread (after the pass it runs, if any)."""
@@ -83,8 +96,44 @@ class ModelPredictor:
         self.close()
 
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def symmetries(tta: str) -> list[tuple[Transform, Transform]]:
+    """(forward, inverse) pairs on (N, C, H, W) square windows for a test-time augmentation
+    mode: ``none`` (the identity), ``flips`` (identity, left-right, up-down, both) or ``d4``
+    (those four and their transposes: the eight symmetries of the square).
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    def flip(dims: tuple[int, ...]) -> tuple[Transform, Transform]:
+        def f(t: torch.Tensor) -> torch.Tensor:
+            return t.flip(dims) if dims else t
+        return f, f
+
+    def transposed(dims: tuple[int, ...]) -> tuple[Transform, Transform]:
+        # forward: flip, then swap H and W; inverse: swap back, then flip back
+        def fwd(t: torch.Tensor) -> torch.Tensor:
+            return (t.flip(dims) if dims else t).transpose(-1, -2)
+
+        def inv(t: torch.Tensor) -> torch.Tensor:
+            t = t.transpose(-1, -2)
+            return t.flip(dims) if dims else t
+        return fwd, inv
+
+    flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)]
+    if tta == "none":
+        return [flip(())]
+    if tta == "flips":
+        return [flip(d) for d in flips]
+    if tta == "d4":
+        return [flip(d) for d in flips] + [transposed(d) for d in flips]
+    raise ValueError(f"tta must be none, flips or d4, got {tta!r}")
+
+
 def load_predictor(path: Path | str, device: str = "cpu",
-                   precision: str = "fp32") -> ModelPredictor:
+                   precision: str = "fp32", tta: str = "none") -> ModelPredictor:
     """The model file at ``path`` on ``device`` (``cpu`` or ``cuda``), ready to predict in
     ``precision`` (one of :data:`geotiler.device.PRECISIONS`; ``auto`` is resolved for the
     device, the result is :attr:`ModelPredictor.precision`).
@@ -94,16 +143,18 @@ def load_predictor(path: Path | str, device: str = "cpu",
         ConfigError: ``precision`` is unknown, or ``bf16`` on a device without it.
     """
     resolved = resolve_precision(precision, torch.device(device).type)
-    return ModelPredictor(modelfile.load_model(Path(path), device=device), resolved)
+    return ModelPredictor(modelfile.load_model(Path(path), device=device), resolved, tta)
 
 
 @dataclass(frozen=True)
 class ModelLoader:
-    """A model file to load later, where it runs (picklable: a path, device and precision)."""
+    """A model file to load later, where it runs (picklable: a path, device, precision and
+    test-time augmentation)."""
 
     path: str
     device: str = "cpu"
     precision: str = "fp32"
+    tta: str = "none"
 
     def __call__(self) -> ModelPredictor:
-        return load_predictor(self.path, self.device, self.precision)
+        return load_predictor(self.path, self.device, self.precision, self.tta)

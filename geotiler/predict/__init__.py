@@ -30,6 +30,6 @@ modules.
 """
 
 from geotiler.device import DEVICES
-from geotiler.predict.config import COG_COMPRESSION, WINDOW_KINDS, PredictConfig
+from geotiler.predict.config import COG_COMPRESSION, TTA_MODES, WINDOW_KINDS, PredictConfig
 
-__all__ = ["COG_COMPRESSION", "DEVICES", "WINDOW_KINDS", "PredictConfig"]
+__all__ = ["COG_COMPRESSION", "DEVICES", "TTA_MODES", "WINDOW_KINDS", "PredictConfig"]
