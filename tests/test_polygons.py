@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from geotiler.polygons import (
     PolygonOptions,
     building_channels,
+    crowded_labels,
     label_buildings,
     polygonize_block,
     polygonize_tiled,
@@ -180,7 +181,8 @@ def test_simplify_coverage_keeps_neighbours_apart_and_touching():
         labels[row, wall:30] = 2
         labels[row, 31:44 + row // 2] = 3  # one pixel apart from house 2
     from geotiler.polygons import trace
-    geoms, _ = trace(labels, 3, (labels > 0).astype(np.float32))
+    geoms, _, values = trace(labels, 3, (labels > 0).astype(np.float32))
+    assert sorted(values) == [1, 2, 3]
     assert len(geoms) == 3
     assert shapely.touches(geoms[0], geoms[1]) and shapely.distance(geoms[1], geoms[2]) == 1
     out = simplify_coverage(geoms, 1.5)
@@ -193,6 +195,18 @@ def test_simplify_coverage_keeps_neighbours_apart_and_touching():
     # each outline moves by at most about the tolerance
     assert np.all(np.abs(shapely.area(out) - shapely.area(geoms))
                   <= 1.5 * shapely.length(geoms))
+
+
+def test_crowded_labels_finds_neighbours_within_the_radius():
+    labels = np.zeros((30, 60), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 18:25] = 2  # 3 px right of label 1 (columns 15, 16, 17 empty)
+    labels[5:15, 45:55] = 3  # 20 px from label 2
+    labels[20:22, 56:58] = 4  # diagonal neighbour of 3, 6 px away
+    assert crowded_labels(labels, 4, 3).tolist() == [False, False, False, False, False]
+    assert crowded_labels(labels, 4, 4).tolist() == [False, True, True, False, False]
+    assert crowded_labels(labels, 4, 6).tolist() == [False, True, True, True, True]
+    assert not crowded_labels(labels, 4, 0).any()
 
 
 def test_seed_rgb_channels():
