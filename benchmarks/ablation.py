@@ -7,6 +7,7 @@ were chosen on val beforehand, README), test is reported::
 
     python benchmarks/ablation.py --work /tmp/ablation                   # README table
     python benchmarks/ablation.py --epochs 1 --max-minutes 1 --work /tmp/ablation_smoke
+    python benchmarks/ablation.py --work /tmp/ablation --reuse   # score the models again
 
 | config | tiles | train | predict |
 |---|---|---|---|
@@ -290,7 +291,16 @@ def run_config(config: Config, tiles: Path, raster: Path, area: shapely.Geometry
                   "--device", args.device, "--overwrite"]
     if args.max_minutes is not None:
         train_args += ["--max-minutes", str(args.max_minutes)]
-    summary, cpu, wall = geotiler(*train_args)
+    record = out / "train.json"  # the training run's summary and times, for --reuse
+    if args.reuse and model.exists() and record.exists():
+        done = json.loads(record.read_text())
+        summary, cpu, wall = done["summary"], done["cpu_s"], done["wall_s"]
+        log.info("%s: reusing %s (trained earlier with %s)", config.name, model,
+                 " ".join(done["args"]))
+    else:
+        summary, cpu, wall = geotiler(*train_args)
+        record.write_text(json.dumps({"summary": summary, "cpu_s": cpu, "wall_s": wall,
+                                      "args": train_args}, indent=2) + "\n")
     log.info("%s: %s (CPU %.1f min)", config.name, summary.strip(), cpu / 60)
     val = best_val(out / "model.checkpoints" / "metrics.csv")
     scores, predicted = score(model, raster, out, area, area_crs, truth, args, config.predict)
@@ -355,6 +365,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only these configs")
     parser.add_argument("--device", choices=["cpu", "auto", "cuda"], default="cpu",
                         help="where train and predict run")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the models an earlier run trained in --work (with their "
+                        "train.json) and only predict and score again")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -212,12 +212,20 @@ def crowded_labels(labels: np.ndarray, count: int, radius: int) -> np.ndarray:
     if count < 2 or radius < 1:
         return crowded
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    value = labels.astype(np.float32)
-    highest = cv2.dilate(value, kernel)
-    lowest = cv2.erode(np.where(labels > 0, value, np.float32(np.inf)), kernel)
-    near = (labels > 0) & ((highest != value) | (lowest != value))
-    crowded[labels[near]] = True
+    rows = labels.shape[0]
+    for top in range(0, rows, _CROWD_STRIP):  # strips: a few MB at a time, not 100 per block
+        lo, hi = max(top - radius, 0), min(top + _CROWD_STRIP + radius, rows)
+        part = labels[lo:hi]
+        value = part.astype(np.float32)
+        near = cv2.dilate(value, kernel) != value
+        near |= cv2.erode(np.where(part > 0, value, np.float32(np.inf)), kernel) != value
+        keep = slice(top - lo, top - lo + min(_CROWD_STRIP, rows - top))
+        inside = part[keep]
+        crowded[inside[near[keep] & (inside > 0)]] = True
     return crowded
+
+
+_CROWD_STRIP = 256  # rows per strip of crowded_labels
 
 
 def finish(geoms: np.ndarray, scores: np.ndarray, options: PolygonOptions,
