@@ -210,7 +210,7 @@ def test_crowded_labels_finds_neighbours_within_the_radius():
     # neighbours on either side of a strip border (crowded_labels works in row strips)
     tall = np.zeros((600, 20), np.int32)
     tall[240:254, 2:10] = 1
-    tall[257:270, 2:10] = 2  # 3 rows below label 1, across row 256
+    tall[256:270, 2:10] = 2  # 3 rows below label 1 (rows 254, 255 empty), past row 256
     tall[300:310, 2:10] = 3
     assert crowded_labels(tall, 3, 3).tolist() == [False, True, True, False]
     assert crowded_labels(tall, 3, 2).tolist() == [False, False, False, False]
