@@ -103,6 +103,15 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory,
     return path
 
 
+def crop_windows(raster: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The crop cut into TILE² windows (N, C, TILE, TILE) and their validity (all valid)."""
+    with rasterio.open(raster) as src:
+        image = src.read()
+    windows = np.stack([image[:, r:r + TILE, c:c + TILE]
+                        for r in range(0, CROP, TILE) for c in range(0, CROP, TILE)])
+    return windows, np.ones((len(windows), TILE, TILE), dtype=bool)
+
+
 def predict(raster: Path, model: Path, out: Path, precision: str) -> tuple[str, np.ndarray,
                                                                          np.ndarray]:
     """``geotiler predict --precision``: its summary line, probabilities and mask."""
@@ -140,11 +149,7 @@ def test_bf16_predictor_matches_fp32_before_rounding(
     from trainer.inference import load_predictor
 
     raster, _ = scene_crop
-    with rasterio.open(raster) as src:
-        image = src.read()
-    windows = np.stack([image[:, r:r + TILE, c:c + TILE]
-                        for r in range(0, CROP, TILE) for c in range(0, CROP, TILE)])
-    valid = np.ones((len(windows), TILE, TILE), dtype=bool)
+    windows, valid = crop_windows(raster)
     with load_predictor(trained_model, "cpu", "fp32") as fp32, \
             load_predictor(trained_model, "cpu", "bf16") as bf16:
         assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
@@ -185,11 +190,7 @@ def test_test_time_augmentation_averages_each_windows_symmetries(
     from trainer.inference import load_predictor
 
     raster, truth = scene_crop
-    with rasterio.open(raster) as src:
-        image = src.read()
-    windows = np.stack([image[:, r:r + TILE, c:c + TILE]
-                        for r in range(0, CROP, TILE) for c in range(0, CROP, TILE)])
-    valid = np.ones((len(windows), TILE, TILE), dtype=bool)
+    windows, valid = crop_windows(raster)
     with load_predictor(trained_model, "cpu", "fp32") as plain, \
             load_predictor(trained_model, "cpu", "fp32", "d4") as d4:
         expected = np.zeros((len(windows), 2, TILE, TILE), dtype=np.float64)
