@@ -56,3 +56,17 @@ def test_a_bad_setting_is_one_line_with_exit_2(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:")
+
+
+def test_every_instance_setting_has_its_predict_option():
+    """Each field of InstanceOptions (ground units) is a `geotiler predict` option with the
+    field's default, so the error messages of InstanceOptions.check name real options."""
+    import dataclasses
+
+    from geotiler.instances import InstanceOptions
+
+    predict = defaults("predict")
+    for field in dataclasses.fields(InstanceOptions):
+        name = field.name.removesuffix("_m2").removesuffix("_m")
+        assert name in predict, f"--{name.replace('_', '-')} is missing"
+        assert predict[name] == getattr(InstanceOptions(), field.name)

@@ -69,6 +69,10 @@ _INST = _PREDICT.instances
               show_default=True,
               help="Neighbouring parts whose shared border has a lower mean contour "
               "probability are one building (roof ridges, shadows); 0 keeps every cut.")
+@click.option("--marker-erosion", type=click.FloatRange(min=0),
+              default=_INST.marker_erosion_m, show_default=True,
+              help="Erode instance markers by this many metres before flooding, so houses "
+              "joined by a thin bridge of footprint get a marker each (0: off).")
 @click.option("--min-marker-area", type=click.FloatRange(min=0),
               default=_INST.min_marker_area_m2, show_default=True,
               help="Instance markers smaller than this many m² are dropped.")
@@ -117,6 +121,7 @@ def predict(raster: str, model_path: str, out: str, raster_out: str | None, sche
     instances = InstanceOptions(
         contour_threshold=options.pop("contour_threshold"),
         merge_contour=options.pop("merge_contour"),
+        marker_erosion_m=options.pop("marker_erosion"),
         min_marker_area_m2=options.pop("min_marker_area"),
         min_fragment_m2=options.pop("min_fragment"),
     )
