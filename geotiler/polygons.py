@@ -17,7 +17,7 @@ Steps for one block (:func:`polygonize_block`):
 4. A polygon is kept only by the block whose core holds its representative point, so a
    building crossing a border comes back once; the block is read with a halo larger than
    the largest building so that the owner sees it whole.
-5. Simplify (:func:`simplify_coverage`: touching buildings as one coverage, the others
+5. Simplify (:func:`simplify_coverage`: crowded buildings as one coverage, the others
    by Douglas-Peucker, so that no two overlap), optionally square corners (the minimum
    rotated rectangle where the polygon fills enough of it), and drop those below
    ``min_area`` (regions with fewer pixels are dropped before tracing, the rest once more
@@ -255,7 +255,7 @@ def crowding_radius(tolerance: float) -> int:
     return math.ceil(2 * tolerance) + 1
 
 
-def _touching(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+def _crowded(geoms: np.ndarray, tolerance: float) -> np.ndarray:
     """Which polygons come within :func:`crowding_radius` of another one (GEOS; for
     callers without the label image)."""
     tree = shapely.STRtree(geoms)
@@ -285,7 +285,7 @@ def simplify_coverage(geoms: np.ndarray, tolerance: float,
     """
     geoms = np.asarray(geoms, dtype=object)
     if crowded is None:
-        crowded = _touching(geoms, tolerance)
+        crowded = _crowded(geoms, tolerance)
     out = np.asarray(shapely.simplify(geoms, tolerance, preserve_topology=False), dtype=object)
     joint = np.asarray(crowded, dtype=bool) | _unusable(out)
     if joint.any():

@@ -90,7 +90,7 @@ _INST = _PREDICT.instances
               show_default=True,
               help="Test-time augmentation: average each window's outputs over its flips "
               "('flips': 4x the network's time) or all eight symmetries of the square "
-              "('d4': 8x). Smoother, slightly better masks (README, 'Results').")
+              "('d4': 8x). Did not help on Massachusetts (README, 'Results').")
 @click.option("--probabilities/--no-probabilities", default=_PREDICT.probabilities,
               show_default=True, help="Also write the probability GeoTIFF.")
 @click.option("--compress", type=click.Choice(list(COG_COMPRESSION)), default=_PREDICT.compress,

@@ -87,8 +87,8 @@ class PredictConfig:
         tta: test-time augmentation: ``none``; ``flips``: each window is also predicted
             flipped left-right, up-down and both, and the four outputs (flipped back) are
             averaged (4x the network's time); ``d4``: the same with the four transposed
-            versions too, the eight symmetries of the square (8x). Standard practice in
-            segmentation competitions (e.g. the SpaceNet winners); measured in the README.
+            versions too, the eight symmetries of the square (8x). Common practice in
+            segmentation; on Massachusetts it did not help (README, "Results").
         probabilities: write the probability GeoTIFF (the mask and polygons always are).
         compress: compression of the output GeoTIFFs: ``zstd`` (fast; GDAL >= 2.3, any
             recent QGIS) or ``deflate`` (for older readers).
