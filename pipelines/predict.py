@@ -167,7 +167,7 @@ def run_predict(raster: Path | str, model_path: Path | str, out: Path | str,
         # Workers resolve --precision for their own device (the same, on one machine).
         report = run_job(job, predictor,
                          worker_predictor=ModelLoader(path, device, config.precision,
-                                                                 config.tta),
+                                                      config.tta),
                          client=client, workers=workers, progress=progress, started=started)
     return dataclasses.replace(report, precision=predictor.precision)
 

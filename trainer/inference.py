@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from geotiler.device import resolve_precision
+from geotiler.predict.config import TTA_MODES
 from trainer import modelfile
 from trainer.distributed import Dist, autocast
 
@@ -129,7 +130,7 @@ def symmetries(tta: str) -> list[tuple[Transform, Transform]]:
         return [flip(d) for d in flips]
     if tta == "d4":
         return [flip(d) for d in flips] + [transposed(d) for d in flips]
-    raise ValueError(f"tta must be none, flips or d4, got {tta!r}")
+    raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
 
 
 def load_predictor(path: Path | str, device: str = "cpu",
