@@ -231,10 +231,13 @@ _CROWD_STRIP = 256  # rows per strip of crowded_labels
 def finish(geoms: np.ndarray, scores: np.ndarray, options: PolygonOptions,
            crowded: np.ndarray | None = None) -> PixelPolygons:
     """Simplify, square and filter traced polygons (``crowded``: which ones have a
-    neighbour within :func:`crowding_radius`, see :func:`simplify_coverage`)."""
+    neighbour within :func:`crowding_radius`, see :func:`simplify_coverage`; None: all of
+    them, so everything is simplified as one coverage)."""
     if len(geoms) == 0:
         return PixelPolygons.empty()
     if options.simplify > 0:
+        if crowded is None:
+            crowded = np.ones(len(geoms), dtype=bool)
         geoms = simplify_coverage(geoms, options.simplify, crowded)
     if options.regularize:
         geoms = regularize(geoms, options.rectangularity)
@@ -255,26 +258,14 @@ def crowding_radius(tolerance: float) -> int:
     return math.ceil(2 * tolerance) + 1
 
 
-def _crowded(geoms: np.ndarray, tolerance: float) -> np.ndarray:
-    """Which polygons come within :func:`crowding_radius` of another one (GEOS; for
-    callers without the label image)."""
-    tree = shapely.STRtree(geoms)
-    a, b = tree.query(geoms, predicate="dwithin", distance=crowding_radius(tolerance))
-    pair = a < b
-    hit = np.zeros(len(geoms), dtype=bool)
-    hit[a[pair]] = True
-    hit[b[pair]] = True
-    return hit
-
-
-def simplify_coverage(geoms: np.ndarray, tolerance: float,
-                      crowded: np.ndarray | None = None) -> np.ndarray:
+def simplify_coverage(geoms: np.ndarray, tolerance: float, crowded: np.ndarray
+                      ) -> np.ndarray:
     """Simplify traced polygons (pixel outlines that never overlap) so that they still
     never overlap and neighbours still share their borders; ``tolerance`` in the polygons'
     units (px here).
 
     Polygons with a neighbour within :func:`crowding_radius` (``crowded``, one bool per
-    polygon; computed with GEOS when None) are simplified together as one coverage
+    polygon, from :func:`crowded_labels`) are simplified together as one coverage
     (``shapely.coverage_simplify``, GEOS: each shared border once, so neighbours keep
     touching and never overlap). The others are simplified on their own by Douglas-Peucker
     (``shapely.simplify``), ~40x cheaper per polygon than the coverage simplifier on the
@@ -284,8 +275,6 @@ def simplify_coverage(geoms: np.ndarray, tolerance: float,
     traced.
     """
     geoms = np.asarray(geoms, dtype=object)
-    if crowded is None:
-        crowded = _crowded(geoms, tolerance)
     out = np.asarray(shapely.simplify(geoms, tolerance, preserve_topology=False), dtype=object)
     joint = np.asarray(crowded, dtype=bool) | _unusable(out)
     if joint.any():

@@ -15,6 +15,7 @@ from geotiler.polygons import (
     PolygonOptions,
     building_channels,
     crowded_labels,
+    crowding_radius,
     label_buildings,
     polygonize_block,
     polygonize_tiled,
@@ -172,26 +173,33 @@ def test_simplify_min_area_and_regularize():
 
 def test_simplify_coverage_keeps_neighbours_apart_and_touching():
     """Traced buildings: two sharing a staircase wall, a third one pixel to their right
-    with a staircase edge. After simplification the two still share their border, none
-    overlaps another, and all have fewer vertices."""
-    labels = np.zeros((40, 80), np.int32)
+    and a fourth standing alone, both with a staircase edge. After simplification the two
+    still share their border, none overlaps another, and all have fewer vertices; the
+    lone one is simplified on its own."""
+    labels = np.zeros((40, 120), np.int32)
     for row in range(2, 38):
         wall = 12 + row // 3  # a diagonal wall, traced as a staircase
         labels[row, 2:wall] = 1
         labels[row, wall:30] = 2
         labels[row, 31:44 + row // 2] = 3  # one pixel apart from house 2
+        labels[row, 80:90 + row // 2] = 4  # far from every other house
     from geotiler.polygons import trace
-    geoms, _, values = trace(labels, 3, (labels > 0).astype(np.float32))
-    assert sorted(values) == [1, 2, 3]
-    assert len(geoms) == 3
+    geoms, _, values = trace(labels, 4, (labels > 0).astype(np.float32))
+    order = np.argsort(values)
+    geoms, values = geoms[order], values[order]
+    assert values.tolist() == [1, 2, 3, 4]
     assert shapely.touches(geoms[0], geoms[1]) and shapely.distance(geoms[1], geoms[2]) == 1
-    out = simplify_coverage(geoms, 1.5)
+    crowded = crowded_labels(labels, 4, crowding_radius(1.5))[values]
+    assert crowded.tolist() == [True, True, True, False]  # house 3 is a pixel from house 2
+    out = simplify_coverage(geoms, 1.5, crowded)
     assert all(shapely.is_valid(out)) and all(shapely.get_type_id(out) == 3)
     assert shapely.touches(out[0], out[1])  # one shared border, simplified once
-    for i in range(3):
-        for j in range(i + 1, 3):
+    for i in range(4):
+        for j in range(i + 1, 4):
             assert shapely.area(shapely.intersection(out[i], out[j])) < 1e-9
     assert (shapely.get_num_coordinates(out) < shapely.get_num_coordinates(geoms)).all()
+    lone = shapely.simplify(geoms[3], 1.5, preserve_topology=False)
+    assert out[3].equals(lone)  # Douglas-Peucker on its own
     # each outline moves by at most about the tolerance
     assert np.all(np.abs(shapely.area(out) - shapely.area(geoms))
                   <= 1.5 * shapely.length(geoms))
