@@ -26,7 +26,7 @@ import shapely
 from geotiler.io import open_raster, raster_source
 from geotiler.progress import progress_mode
 from geotiler.tiles.config import TileConfig, TileReport
-from geotiler.tiles.outdir import Digests
+from geotiler.tiles.outdir import Digests, commit_replacement, discard_unfinished
 from geotiler.tiles.plan import (
     TilingPlan,
     finish_dataset,
@@ -90,15 +90,18 @@ def run_tiling(
         known.update(source_digests(plan))
         return known
 
-    resume = prepare_output(out_dir, plan, overwrite=overwrite, digests=digests_now)
+    target = prepare_output(out_dir, plan, overwrite=overwrite, digests=digests_now)
+    write_dir = target.write_dir
+    if target.replacing:  # the old dataset stays until the new one is finished
+        plan.write_to(write_dir)
     # hashing large sources takes seconds: do it while the tiles are being cut; once done,
     # config.json records the digests, so an interrupted run can be resumed from then on
     hasher = ThreadPoolExecutor(max_workers=1)
-    digests = hasher.submit(_hash_and_record, Path(out_dir), plan, dict(known))
+    digests = hasher.submit(_hash_and_record, write_dir, plan, dict(known))
     results: list[ShardResult | None] = [None] * len(plan.shards)
     todo = []
     for index, spec in enumerate(plan.shards):
-        if resume and shard_is_complete(spec.path):
+        if target.resume and shard_is_complete(spec.path):
             summary = read_shard_summary(spec.path)
             results[index] = shard_result(summary["records"], summary)
             plan.report.shards_reused += 1
@@ -121,15 +124,23 @@ def run_tiling(
     try:
         computed = _compute(tasks, client, 1 if threads > 1 else workers, progress)
     except BaseException:
-        _remove_partials(Path(out_dir))
+        _remove_partials(write_dir)
         digests.cancel()
-        hasher.shutdown(wait=False)
+        hasher.shutdown(wait=True)
+        discard_unfinished(target)
         raise
     for index, result in zip(todo, computed, strict=True):
         results[index] = result
     plan.report.shards_written = len(tasks)
     hasher.shutdown(wait=True)
-    finish_dataset(out_dir, plan, [r for r in results if r is not None], digests=digests.result())
+    try:
+        finish_dataset(write_dir, plan, [r for r in results if r is not None],
+                       digests=digests.result())
+    except BaseException:
+        discard_unfinished(target)
+        raise
+    if target.replacing:
+        commit_replacement(target)
     plan.report.seconds = time.perf_counter() - started
     return plan.report
 

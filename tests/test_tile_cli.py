@@ -138,6 +138,57 @@ def test_other_settings_into_existing_dataset_need_overwrite(scene, tmp_path):
     assert result.exit_code == 0 and load_dataset_info(out).tile_size == 64
 
 
+def _truncated(raster: Path, out: Path) -> Path:
+    """``raster`` cut short: its header reads, its pixels do not (a copy that broke)."""
+    data = raster.read_bytes()
+    out.write_bytes(data[: len(data) // 3])
+    return out
+
+
+def _dataset_files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_old_dataset_until_the_new_one_is_finished(scene, tmp_path):
+    raster, vector, _ = scene(width=600, height=400)
+    out = tmp_path / "tiles"
+    assert run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64"
+               ).exit_code == 0
+    before = _dataset_files(out)
+    broken = _truncated(raster, tmp_path / "broken.tif")
+    result = run("tile", str(broken), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--overwrite", "--workers", "1")
+    assert_one_line_error(result, 1, "broken.tif")
+    assert _dataset_files(out) == before  # a failed replacement changes nothing
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--overwrite", "--min-building-fraction", "1", "--split", "1,0,0",
+                 "--keep-empty", "0")
+    assert_one_line_error(result, 1, "no tile")
+    assert _dataset_files(out) == before  # nor does one that keeps no tile
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128",
+                 "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    info = load_dataset_info(out)
+    assert info.tile_size == 128 and sum(info.counts.values()) == len(list(iter_tiles(out)))
+    assert {p.name for p in out.iterdir()} == {"shards", "index.gpkg", "config.json",
+                                               "dataset.json"}
+    assert _dataset_files(out) != before
+
+
+def test_a_failed_first_run_leaves_nothing_that_blocks_the_rerun(scene, tmp_path):
+    raster, vector, _ = scene(width=600, height=400)
+    out = tmp_path / "tiles"
+    broken = _truncated(raster, tmp_path / "broken.tif")
+    result = run("tile", str(broken), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--workers", "1")
+    assert_one_line_error(result, 1, "broken.tif")
+    assert not out.exists()
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64")
+    assert result.exit_code == 0, result.stderr
+    assert load_dataset_info(out).tile_size == 64
+
+
 def test_raster_smaller_than_a_tile_gives_one_padded_tile(tmp_path):
     data = np.full((3, 50, 70), 120, dtype=np.uint8)
     raster = write_raster(tmp_path / "small.tif", data)

@@ -84,7 +84,7 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
               "overviews were resampled.")
 @click.option("--require-footprints", is_flag=True,
               help="Fail (instead of warning) when a raster has no footprint on it.")
-@overwrite_option("Replace an existing dataset in --out.")
+@overwrite_option("Replace an existing dataset in --out (kept until the new one is finished).")
 @progress_option
 @scheduler_options
 def tile(rasters: tuple[str, ...], footprints: str, out_dir: str, split: str,

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,16 +56,42 @@ def record_digests(out_dir: Path | str, plan: TilingPlan, digests: Digests) -> N
     })
 
 
+#: Where a run that replaces a dataset (``--overwrite``) writes the new one, inside
+#: ``--out``; the old dataset stays in place until the new one is finished
+#: (:func:`commit_replacement`), and is what remains if the run fails.
+STAGING_DIR = ".geotiler-new"
+_RETIRED_DIR = ".geotiler-old"
+_DATASET_PARTS = (SHARD_DIR, INDEX_FILE, CONFIG_FILE)  # moved before dataset.json, the marker
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where a tiling run writes, decided by :func:`prepare_output`.
+
+    ``resume``: finished shards of an earlier identical run may be reused. ``write_dir``:
+    ``--out`` itself, or :data:`STAGING_DIR` inside it when ``replacing`` an earlier
+    dataset (moved into place by :func:`commit_replacement` once finished). ``fresh``:
+    ``--out`` held no dataset before this run (a run that fails before finishing any shard
+    then leaves nothing behind, see :func:`discard_unfinished`).
+    """
+
+    out: Path
+    write_dir: Path
+    resume: bool = False
+    replacing: bool = False
+    fresh: bool = True
+
+
 def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
-                   digests: Callable[[], Digests] | None = None) -> bool:
-    """Make ``out_dir`` ready. Returns True when finished shards of an earlier identical run
-    may be reused.
+                   digests: Callable[[], Digests] | None = None) -> OutputPlan:
+    """Make ``out_dir`` ready and say where the run writes (:class:`OutputPlan`).
 
     An existing directory is used only if it is empty, or a geotiler dataset: made with the
     same settings and inputs of the same content (resume: ``digests()`` gives the inputs'
-    SHA-256, computed only then), or any geotiler dataset with ``overwrite``. An earlier
-    run with the same settings whose inputs were never hashed is redone whole. Stale
-    partial files of an interrupted run are removed.
+    SHA-256, computed only then), or any geotiler dataset with ``overwrite``, which is
+    replaced only once the new one is finished (the run writes under :data:`STAGING_DIR`).
+    An earlier run with the same settings whose inputs were never hashed is redone whole.
+    Stale partial files of an interrupted run are removed.
 
     Raises:
         OutputError: ``out_dir`` is a file, lies under one, cannot be created or written,
@@ -74,7 +101,8 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
     fingerprint = plan.fingerprint
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory")
-    resume = False
+    resume = replacing = False
+    fresh = True
     hashes: Digests | None = None
     if out.is_dir() and any(out.iterdir()):
         config_path = out / CONFIG_FILE
@@ -84,6 +112,7 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
                 f"--out {out} exists, is not empty and is not a geotiler tile dataset; "
                 "choose a new or empty directory"
             )
+        fresh = False
         previous = _read_json(config_path) or {}
         changed = "other settings or inputs"
         if previous.get("fingerprint") == fingerprint and not overwrite:
@@ -100,17 +129,19 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
                 names = [Path(key).name for key, d in now.items() if recorded.get(key) != d]
                 changed = f"inputs of other content ({', '.join(names)} changed)"
         if overwrite and not resume:
-            log.info("removing the dataset in %s", out)
-            for name in (DATASET_FILE, INDEX_FILE, CONFIG_FILE):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+            log.info("the dataset in %s will be replaced once the new one is finished", out)
+            replacing = True
         elif not resume:
             raise OutputError(
                 f"--out {out} holds a tile dataset made with {changed}; "
                 "add --overwrite to replace it, or choose another directory"
             )
+    write_dir = out / STAGING_DIR if replacing else out
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for leftover in (out / STAGING_DIR, out / _RETIRED_DIR):  # of a run that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        write_dir.mkdir(exist_ok=True)
         for stale in out.rglob(f"*{PARTIAL_SUFFIX}*"):
             stale.unlink()
     except OSError as err:
@@ -118,13 +149,51 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
     if not os.access(out, os.W_OK):
         raise OutputError(f"--out {out} is not writable")
     if hashes is not None:
-        record_digests(out, plan, hashes)
+        record_digests(write_dir, plan, hashes)
     else:
-        write_json_atomic(out / CONFIG_FILE, {
+        write_json_atomic(write_dir / CONFIG_FILE, {
             "geotiler_version": __version__,
             "fingerprint": fingerprint,
         })
-    return resume
+    return OutputPlan(out, write_dir, resume=resume, replacing=replacing, fresh=fresh)
+
+
+def commit_replacement(target: OutputPlan) -> None:
+    """Put a finished replacement dataset in place of the old one (``--overwrite``).
+
+    The old ``dataset.json`` goes first (from then on the folder reads as an unfinished
+    run, never as a mix passing for a finished one), the old shards, index and config are
+    moved aside, the new ones moved in, the new ``dataset.json`` last; then the old parts
+    are deleted. Each step is a rename within the folder.
+
+    Raises:
+        OutputError: a rename fails (the OS's reason).
+    """
+    out, new = target.out, target.write_dir
+    retired = out / _RETIRED_DIR
+    try:
+        retired.mkdir(exist_ok=True)
+        (out / DATASET_FILE).unlink(missing_ok=True)
+        for name in _DATASET_PARTS:
+            if (out / name).exists():
+                os.replace(out / name, retired / name)
+        for name in (*_DATASET_PARTS, DATASET_FILE):
+            if (new / name).exists():
+                os.replace(new / name, out / name)
+    except OSError as err:
+        raise OutputError.writing(out, err) from None
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(new, ignore_errors=True)
+
+
+def discard_unfinished(target: OutputPlan) -> None:
+    """After a failed run: remove a replacement being written (the old dataset stays), or,
+    in a folder that held no dataset, whatever the run wrote if it finished no shard (a
+    run that finished shards keeps them, for a rerun to reuse)."""
+    if target.replacing:
+        shutil.rmtree(target.write_dir, ignore_errors=True)
+    elif target.fresh and not any((target.write_dir / SHARD_DIR).glob("*.tar")):
+        discard_dataset(target.write_dir)
 
 
 def discard_dataset(out_dir: Path | str) -> None:

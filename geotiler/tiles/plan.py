@@ -66,6 +66,12 @@ class TilingPlan:
         info, grid = self.rasters[0], self.grids[0]
         return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
 
+    def write_to(self, out_dir: Path) -> None:
+        """Write the shards under ``out_dir`` instead (a replacement being staged,
+        :func:`~geotiler.tiles.outdir.prepare_output`); names and contents unchanged."""
+        self.shards = [dataclasses.replace(spec, path=Path(out_dir) / SHARD_DIR / spec.path.name)
+                       for spec in self.shards]
+
     @property
     def input_paths(self) -> list[Path | str]:
         """The rasters, then the footprints."""
