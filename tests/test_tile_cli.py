@@ -192,7 +192,9 @@ def test_a_failed_first_run_leaves_nothing_that_blocks_the_rerun(scene, tmp_path
 def test_raster_smaller_than_a_tile_gives_one_padded_tile(tmp_path):
     data = np.full((3, 50, 70), 120, dtype=np.uint8)
     raster = write_raster(tmp_path / "small.tif", data)
-    vector = write_footprints(tmp_path / "b.gpkg", [pixel_box(10, 10, 30, 30)], "EPSG:32633")
+    # one house on the raster, one in the tile's padding below the raster's edge
+    vector = write_footprints(tmp_path / "b.gpkg", [pixel_box(10, 10, 30, 30),
+                                                    pixel_box(10, 53, 30, 60)], "EPSG:32633")
     out = tmp_path / "tiles"
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
                  "--max-nodata", "0.9")
@@ -201,6 +203,9 @@ def test_raster_smaller_than_a_tile_gives_one_padded_tile(tmp_path):
     assert tile.image.shape == (3, 64, 64)
     assert tile.valid[:50, :70].all() and not tile.valid[50:, :].any()
     assert np.count_nonzero(tile.mask[0]) == 400
+    # counted where there is imagery: the house in the padding is neither drawn nor counted
+    assert gpd.read_file(out / "index.gpkg", layer="tiles")["building_count"].tolist() == [1]
+    assert json.loads((out / "dataset.json").read_text())["buildings"] == 1
 
 
 def test_uint16_single_band_alpha_and_band_selection(tmp_path):

@@ -263,3 +263,22 @@ def test_init_starts_from_another_models_weights(tiles: Path, tmp_path: Path) ->
     other = run(str(tiles), "--out", str(tmp_path / "x.pt"), "--epochs", "1", "--init",
                 str(first), "--ngf", "8", *TINY[2:])
     assert_one_line_error(other, 2, "--init", "ngf")
+
+
+def test_tiles_without_a_building_are_refused(scene: Any, tmp_path: Path) -> None:
+    """Footprints that miss the raster (another area): tile warns, train refuses."""
+    import geopandas as gpd
+
+    raster, vector, _ = scene(width=300, height=300)
+    moved = gpd.read_file(vector)
+    moved["geometry"] = moved.geometry.translate(100_000, 0)
+    far = tmp_path / "far.gpkg"
+    moved.to_file(far)
+    tiles = tmp_path / "tiles"
+    tiled = CliRunner().invoke(main, ["tile", str(raster), "-f", str(far), "-o", str(tiles),
+                                      "--size", "32"])
+    assert tiled.exit_code == 0, tiled.output
+    assert json.loads((tiles / "dataset.json").read_text())["buildings"] == 0
+    result = run(str(tiles), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *TINY)
+    assert_one_line_error(result, 1, "no building", "CRS")
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.checkpoints").exists()

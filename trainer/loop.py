@@ -117,6 +117,20 @@ class _Data:
     workers: int
 
 
+def check_buildings(tiles_dirs: list[Path], infos: list[DatasetInfo]) -> None:
+    """DatasetError when not one of the datasets holds a building: the usual result of
+    footprints that miss the raster (another CRS or another area), which ``geotiler
+    tile`` only warns about; training on it would "succeed" with val IoU 0 and a model
+    that finds nothing. Datasets written before the count was recorded pass."""
+    counts = [info.extra.get("buildings") for info in infos]
+    if all(isinstance(n, int) and n == 0 for n in counts):
+        names = ", ".join(str(d) for d in tiles_dirs)
+        raise DatasetError(
+            f"no building in the tiles of {names} (0 footprints drawn): nothing to learn. "
+            "Check that the footprints cover the raster (their CRS and extent) and tile again"
+        )
+
+
 def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
     """DatasetError naming the shards that ``dataset.json`` lists but that are missing or
     unfinished (no tar or no records file): training on the rest would quietly use fewer
@@ -178,6 +192,7 @@ def _train(
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
         check_shards(d, one)
+    check_buildings(tiles_dirs, infos)
     info = pool_datasets(infos, [str(d) for d in tiles_dirs])
     if ctx.is_main:
         for other, d in zip(infos[1:], tiles_dirs[1:], strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -100,10 +101,14 @@ def strip_masks(
     contour_width: int,
     target: str,
     seed_blur: int = 5,
+    valid: Sequence[np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, int]]:
     """:func:`tile_masks` of ``ntiles`` tiles side by side in one grid row, done at once.
 
     ``transform`` is the first tile's; tile k starts ``k * stride`` pixels to its right.
+    ``valid``: per tile, a bool (size, size) array of the pixels with imagery; a building
+    is then counted only if it has a pixel there (not one lying wholly in the padding
+    beyond the raster's edge, or under nodata).
     Rasterizing and tracing outlines once per strip instead of once per tile saves the
     per-call overhead and the repeated work on buildings that straddle tile borders; the
     masks are the same as tile by tile, because every tile's slice keeps its padding.
@@ -127,6 +132,8 @@ def strip_masks(
     for k in range(ntiles):
         cols = slice(pad + k * stride, pad + k * stride + size)
         inner = labels[pad:-pad, cols]
+        if valid is not None and not valid[k].all():
+            inner = inner[valid[k]]
         count = int(np.count_nonzero(np.bincount(inner.ravel())[1:]))
         footprint, edges = footprints[pad:-pad, cols], contour[pad:-pad, cols]
         if target == "seed-rgb":

@@ -212,6 +212,7 @@ class _StripCutter:
         out = _StripResult()
         box = shapely.box(*_strip_bounds(grid, row, cols, self.pad))
         candidates = self.geoms[self.tree.query(box)]
+        images = _read_strip(src, info, grid, row, cols, self.resampling)
         masks = strip_masks(
             candidates,
             grid.transform(row, cols[0]),
@@ -221,8 +222,8 @@ class _StripCutter:
             contour_width=config.contour_width,
             target=config.target,
             seed_blur=config.seed_blur,
+            valid=[valid for _, valid in images],
         )
-        images = _read_strip(src, info, grid, row, cols, self.resampling)
         for col, (mask, count), (image, valid) in zip(cols, masks, images, strict=True):
             key = tile_key(info.name, row, col)
             nodata_fraction = _nodata_fraction(valid, grid, row, col, self.extent)
