@@ -139,6 +139,15 @@ def test_resume_refuses_a_different_network(tiles: Path, tmp_path: Path) -> None
     assert_one_line_error(result, 2, "different tiles", "mask_channels")
     result = run(str(tiles), "--out", str(out), "--resume", str(tmp_path / "nope.pt"), *TINY)
     assert_one_line_error(result, 2, "does not exist")
+    # bad files are exit 1, as for --init: cut short, or the model file instead
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(ckpt.read_bytes()[:1000])
+    result = run(str(tiles), "--out", str(out), "--resume", str(cut), *TINY)
+    assert_one_line_error(result, 1, "truncated or corrupt")
+    assert len(result.stderr) < 300  # not torch's paragraph about miniz
+    result = run(str(tiles), "--out", str(tmp_path / "n.pt"), "--resume", str(out), *TINY,
+                 *PIX2PIX)
+    assert_one_line_error(result, 1, "is a model file, not a checkpoint", "last.pt")
 
 
 def test_resume_reads_a_version_1_checkpoint(tiles: Path, tmp_path: Path) -> None:

@@ -138,10 +138,19 @@ def test_bad_files_raise_model_file_error(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelFileError, match="not a readable geotiler model"):
         load_model(junk)
+    text = tmp_path / "text.pt"  # torch's own words for it: KeyError '101'
+    text.write_text("hello world\n")
+    with pytest.raises(ModelFileError, match="corrupt or not a torch file"):
+        load_model(text)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="truncated or corrupt") as caught:
         load_model(truncated)
+    assert len(str(caught.value)) < 200
+    checkpoint = tmp_path / "last.pt"  # the training checkpoint given instead
+    torch.save({"format": "geotiler-checkpoint", "G": {}}, checkpoint)
+    with pytest.raises(ModelFileError, match="training checkpoint, not a model file"):
+        load_model(checkpoint)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(ModelFileError, match="not a geotiler model"):

@@ -32,15 +32,15 @@ import torch
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
-from geotiler.errors import ConfigError, OutputError
+from geotiler.errors import ConfigError, ModelFileError, OutputError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, all_gather
+from trainer.modelfile import CHECKPOINT_FORMAT, MODEL_FORMAT, torch_load_reason
 from trainer.steps import Models
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "geotiler-checkpoint"
 CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.csv"
@@ -135,8 +135,12 @@ def save_checkpoint(
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint` (never runs code from the file).
 
-    ``path`` is the file or its directory. Raises ConfigError (a ``--resume`` message) if
-    it is missing, unreadable, not a checkpoint or from a newer geotiler.
+    ``path`` is the file or its directory.
+
+    Raises:
+        ConfigError: it does not exist (a wrong ``--resume`` path, exit 2).
+        ModelFileError: it is unreadable, not a checkpoint (a model file is named as such)
+            or from a newer geotiler (a bad file, exit 1, as for ``--init``).
     """
     path = Path(path)
     if path.is_dir():
@@ -146,12 +150,17 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"--resume: {path} is not a readable checkpoint: {first[:200]}") from None
+        raise ModelFileError(f"--resume: {path} is not a readable checkpoint: "
+                             f"{torch_load_reason(err)}") from None
+    if isinstance(state, dict) and state.get("format") == MODEL_FORMAT:
+        raise ModelFileError(
+            f"--resume: {path} is a model file, not a checkpoint: resume from the "
+            f"checkpoint beside it ({default_checkpoint_dir(path) / CHECKPOINT_NAME})")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"--resume: {path} is not a geotiler training checkpoint")
+        raise ModelFileError(f"--resume: {path} is not a geotiler training checkpoint")
     if state.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise ConfigError(f"--resume: {path} was written by a newer geotiler; upgrade geotiler")
+        raise ModelFileError(
+            f"--resume: {path} was written by a newer geotiler; upgrade geotiler")
     return state
 
 

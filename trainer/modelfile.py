@@ -19,6 +19,7 @@ model must be retrained.
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -38,6 +39,25 @@ from trainer.networks import build_generator, probabilities
 
 MODEL_FORMAT = "geotiler-model"
 MODEL_FORMAT_VERSION = 2
+#: The ``format`` of a training checkpoint (:mod:`trainer.checkpoint`), named here so that
+#: each loader can tell a user who gave it the other kind of file.
+CHECKPOINT_FORMAT = "geotiler-checkpoint"
+
+
+def torch_load_reason(err: BaseException) -> str:
+    """Why ``torch.load`` could not read a file, in a user's words: torch's own messages
+    are a paragraph (a truncated zip) or a bare key (``'101'`` for a text file)."""
+    text = str(err)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return "it holds Python objects other than tensors and JSON (refused, not run)"
+    if ("central directory" in text or "zip archive" in text
+            or (isinstance(err, OSError) and err.errno == errno.EINVAL)):  # cut mid-record
+        return "the file is truncated or corrupt (its zip archive is incomplete)"
+    if ("Weights only load failed" in text or isinstance(err, (pickle.UnpicklingError,
+                                                                KeyError, EOFError))):
+        return "corrupt or not a torch file"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first[:160]
 
 
 @dataclass
@@ -162,14 +182,13 @@ def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt zip, pickle payload refused, truncated file, ...
-        text = str(err)
-        if "GLOBAL" in text or "Unsupported global" in text:
-            reason = "it holds Python objects other than tensors and JSON (refused, not run)"
-        elif "Weights only load failed" in text or isinstance(err, pickle.UnpicklingError):
-            reason = "corrupt or not a torch file"
-        else:
-            reason = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        raise ModelFileError(f"{path} is not a readable geotiler model file: {reason}") from None
+        raise ModelFileError(f"{path} is not a readable geotiler model file: "
+                             f"{torch_load_reason(err)}") from None
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        raise ModelFileError(
+            f"{path} is a training checkpoint, not a model file: give the model file that "
+            "geotiler train wrote with --out (e.g. model.pt), or continue training from this "
+            "one with geotiler train --resume")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not a geotiler model file")
     version = payload.get("format_version")
