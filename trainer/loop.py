@@ -94,9 +94,13 @@ def train(
     try:
         dirs = ([Path(tiles_dirs)] if isinstance(tiles_dirs, (str, Path))
                 else [Path(d) for d in tiles_dirs])
-        return _train(dirs, Path(out_path), config, ctx,
-                      Path(checkpoint_dir) if checkpoint_dir else None,
-                      Path(resume) if resume else None, overwrite, progress)
+        summary = _train(dirs, Path(out_path), config, ctx,
+                         Path(checkpoint_dir) if checkpoint_dir else None,
+                         Path(resume) if resume else None, overwrite, progress)
+        # every rank is past its last collective before any leaves the group: a gloo rank
+        # tearing down while its peer still talks to it aborted now and then at exit
+        barrier(ctx)
+        return summary
     except torch.cuda.OutOfMemoryError:
         raise ConfigError(
             f"CUDA ran out of memory at --batch-size {config.effective_batch_size}: lower "
