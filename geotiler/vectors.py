@@ -87,6 +87,11 @@ def crs_name(crs: Any) -> str:
     return f"EPSG:{code}" if code else pcrs.name
 
 
+#: GeoPackage dataset options of every GeoPackage geotiler writes: version 1.2, which
+#: GDAL 3.6 and QGIS 3.28 LTR open without the "v1.4.0 ... may only be partially
+#: supported" warning that GDAL's newer default brings; geotiler uses nothing of 1.3/1.4.
+GPKG_OPTIONS = {"VERSION": "1.2"}
+
 #: Suffixes read by GDAL's OSM driver (OpenStreetMap XML and PBF extracts).
 OSM_SUFFIXES = (".osm", ".pbf")
 #: The OSM driver's layer of closed ways and multipolygon relations, and the filter that

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -57,6 +58,8 @@ def test_tile_writes_georeferenced_shards_index_and_dataset(scene, tmp_path):
     assert info.tile_size == 128 and info.gsd == pytest.approx(0.5)
     assert info.crs == "EPSG:32633"
     assert info.sources[0]["sha256"] == hashlib.sha256(raster.read_bytes()).hexdigest()
+    with sqlite3.connect(out / "index.gpkg") as db:  # GeoPackage 1.2: GDAL 3.6 reads it quietly
+        assert db.execute("PRAGMA user_version").fetchone() == (10200,)
 
     index = gpd.read_file(out / "index.gpkg", layer="tiles")
     assert len(index) == 20 and index.crs.to_epsg() == 32633

@@ -62,6 +62,7 @@ from geotiler.styles import (
     probability_qml,
     sidecar_path,
 )
+from geotiler.vectors import GPKG_OPTIONS
 
 T = TypeVar("T")
 
@@ -161,6 +162,7 @@ def stream_polygons(path: Path, blocks: Iterable[MapPolygons], crs_wkt: str,
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     pyogrio.raw.write_arrow(reader, path, layer=LAYER, driver="GPKG", geometry_name="geometry",
                             geometry_type="Polygon", crs=crs_wkt,
+                            dataset_options=GPKG_OPTIONS,
                             layer_metadata={"geotiler_predict": json.dumps(meta or {})})
     return written
 

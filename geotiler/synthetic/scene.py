@@ -31,6 +31,7 @@ from geotiler.synthetic.plan import Plan, make_plan
 from geotiler.synthetic.render import render_block
 from geotiler.synthetic.shapes import HALO
 from geotiler.synthetic.spec import ROOF_SHAPES, SceneSpec, SceneSummary
+from geotiler.vectors import GPKG_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def _write_vector(frame: gpd.GeoDataFrame, path: Path) -> None:
                               "(or write .gpkg instead)") from None
         frame.to_parquet(path)
         return
-    frame.to_file(path, driver=driver, layer=layer, engine="pyogrio")
+    options = GPKG_OPTIONS if driver == "GPKG" else {}
+    frame.to_file(path, driver=driver, layer=layer, engine="pyogrio", **options)
 
 
 def _remove(path: Path) -> None:

@@ -41,7 +41,7 @@ from geotiler.tiles.schema import (
 )
 from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
-from geotiler.vectors import load_footprints
+from geotiler.vectors import GPKG_OPTIONS, load_footprints
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) ->
             crs=target_crs.to_wkt(),
         )
     with atomic_path(path, keep_suffix=True) as tmp:
-        index.to_file(tmp, layer="tiles", driver="GPKG")
+        index.to_file(tmp, layer="tiles", driver="GPKG", **GPKG_OPTIONS)
         add_layer_style(tmp, "tiles", index_qml(), index_sld(), "geotiler tiles by split",
                         "tiles coloured by split: train blue, val orange, test red")
 
