@@ -33,6 +33,22 @@ def partial_path(path: Path | str, *, keep_suffix: bool = False) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
+def prepare_output_folder(folder: Path | str) -> None:
+    """Create ``folder`` (and its parents) for outputs and check it can be written, before
+    any work: a command should fail on an unusable ``--out`` at once, not after minutes.
+
+    Raises:
+        OutputError: it cannot be created (e.g. it lies under a file) or is not writable.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError.writing(folder, err) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory {folder} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` to; rename it into place if the block

@@ -133,6 +133,11 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
     assert data["pixels"]["iou"] == 1.0 and data["boundary"]["tolerance_m"] == 0.5
     again = CliRunner().invoke(main, ["evaluate", str(mask), str(truth), "--out", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.stderr
+    # an --out that cannot be written fails before the scoring: no table, one line
+    under_file = CliRunner().invoke(main, ["evaluate", str(mask), str(truth), "--out",
+                                           str(mask / "metrics.json")])
+    assert under_file.exit_code == 1 and "pixel IoU" not in under_file.output
+    assert [ln for ln in under_file.stderr.splitlines() if ln.strip()][0].startswith("Error:")
 
 
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")

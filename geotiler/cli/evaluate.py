@@ -45,13 +45,12 @@ def evaluate(pred: str, truth: str, raster: str | None, out: str | None, toleran
     Example:
       geotiler evaluate buildings.gpkg truth.gpkg --out metrics.json
     """
-    import os
-
     from geotiler.evaluate import evaluate as run_evaluation
     from geotiler.evaluate import save_report
+    from geotiler.evaluate.report import check_report_path
 
-    if out is not None and os.path.exists(out) and not overwrite:
-        raise click.ClickException(f"{out} already exists; use --overwrite to replace it")
+    if out is not None:  # an unusable --out fails now, not after the scoring
+        check_report_path(out, overwrite)
     config = EvalConfig(tolerance=tolerance, iou_threshold=iou_threshold)
     report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,
                             truth_where=truth_where)

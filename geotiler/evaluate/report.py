@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geotiler.atomic import write_json_atomic
+from geotiler.atomic import prepare_output_folder, write_json_atomic
 from geotiler.errors import OutputError
 
 if TYPE_CHECKING:
@@ -127,12 +127,23 @@ def save_report(report: EvalReport, path: Path | str, overwrite: bool = False) -
     Raises:
         OutputError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
     """
+    path = check_report_path(path, overwrite)
+    write_json_atomic(path, report.to_dict())
+    return path
+
+
+def check_report_path(path: Path | str, overwrite: bool = False) -> Path:
+    """Check, before any scoring, that the report can be written to ``path`` (its folder
+    created if needed); returns it as a Path.
+
+    Raises:
+        OutputError: ``path`` exists and ``overwrite`` is false, is a directory, or its
+            folder cannot be created or written.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; use --overwrite to replace it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-    write_json_atomic(path, report.to_dict())
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give a file name")
+    prepare_output_folder(path.parent)
     return path

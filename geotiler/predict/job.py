@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.enums import ColorInterp
 
+from geotiler.atomic import prepare_output_folder
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
 from geotiler.io import open_raster, open_raster_info, raster_source
 from geotiler.predict.config import ModelInfo, PredictConfig
@@ -84,12 +84,7 @@ def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = Tru
         if path.exists() and path.is_dir():
             raise OutputError(f"{path} is a directory; give a file name")
     for folder in {p.parent for p in wanted}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError.writing(folder, err) from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"output directory {folder} is not writable")
+        prepare_output_folder(folder)
 
 
 def choose_bands(path: Path | str, model: ModelInfo,
