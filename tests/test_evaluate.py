@@ -137,7 +137,7 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
     under_file = CliRunner().invoke(main, ["evaluate", str(mask), str(truth), "--out",
                                            str(mask / "metrics.json")])
     assert under_file.exit_code == 1 and "pixel IoU" not in under_file.output
-    assert [ln for ln in under_file.stderr.splitlines() if ln.strip()][0].startswith("Error:")
+    assert next(ln for ln in under_file.stderr.splitlines() if ln.strip()).startswith("Error:")
 
 
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")

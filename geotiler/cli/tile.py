@@ -19,7 +19,14 @@ from geotiler.cli.options import (
     progress_option,
     scheduler_options,
 )
-from geotiler.tiles.config import COMPRESSIONS, TARGETS, TileConfig, parse_bands, parse_split
+from geotiler.tiles.config import (
+    COMPRESSIONS,
+    TARGETS,
+    TILE_SIZES,
+    TileConfig,
+    parse_bands,
+    parse_split,
+)
 
 log = logging.getLogger("geotiler")
 
@@ -39,7 +46,9 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=str),
               help="Dataset directory to create (or to finish, if an identical run stopped).")
 @click.option("--size", type=int, default=_TILE.size, show_default=True,
-              help="Tile width and height in pixels.")
+              help=f"Tile width and height in pixels ({TILE_SIZES[0]}-{TILE_SIZES[1]}). To "
+              "train on them, a multiple of 2^levels of the U-Net: 32 for the small preset, "
+              "256 for the full one.")
 @click.option("--overlap", type=int, default=_TILE.overlap, show_default=True,
               help="Pixels shared by neighbouring tiles.")
 @click.option("--gsd", type=float, default=None,

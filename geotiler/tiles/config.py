@@ -22,6 +22,10 @@ Compression = Literal["zstd", "deflate", "lzw", "none"]
 COMPRESSIONS: tuple[Compression, ...] = ("zstd", "deflate", "lzw", "none")
 
 
+#: The smallest and largest tile size (px) ``--size`` accepts.
+TILE_SIZES = (16, 8192)
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """How rasters are cut into tiles and what masks are drawn.
@@ -77,8 +81,9 @@ class TileConfig:
     overviews: bool = False
 
     def __post_init__(self) -> None:
-        if not 16 <= self.size <= 8192:
-            raise ConfigError(f"--size must be between 16 and 8192 pixels, got {self.size}")
+        if not TILE_SIZES[0] <= self.size <= TILE_SIZES[1]:
+            raise ConfigError(f"--size must be between {TILE_SIZES[0]} and {TILE_SIZES[1]} "
+                              f"pixels, got {self.size}")
         if not 0 <= self.overlap < self.size:
             raise ConfigError(
                 f"--overlap must be >= 0 and smaller than --size ({self.size}), got {self.overlap}"
