@@ -291,3 +291,17 @@ def test_tiles_without_a_building_are_refused(scene: Any, tmp_path: Path) -> Non
     result = run(str(tiles), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *TINY)
     assert_one_line_error(result, 1, "no building", "CRS")
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.checkpoints").exists()
+
+
+def test_wall_weight_trains_on_contour_tiles_only(tiles: Path, tmp_path: Path) -> None:
+    result = run(str(tiles), "--out", str(tmp_path / "w.pt"), "--epochs", "1",
+                 "--max-steps", "1", "--wall-weight", "10", *TINY)
+    assert result.exit_code == 0, result.output
+    state = torch.load(tmp_path / "w.checkpoints" / "last.pt", weights_only=True)
+    width = json.loads((tiles / "dataset.json").read_text())["config"]["contour_width"]
+    assert json.loads(state["config"])["wall_reach"] == width  # from the tiles
+    rgb = make_tile_dataset(tmp_path / "rgb", splits={"train": 4, "val": 0}, size=32,
+                            target="seed-rgb")
+    result = run(str(rgb), "--out", str(tmp_path / "x.pt"), "--epochs", "1",
+                 "--wall-weight", "10", *TINY)
+    assert_one_line_error(result, 2, "--wall-weight", "contour")

@@ -51,6 +51,14 @@ class ModelConfig:
         use_dropout: dropout 0.5 in the generator's three decoder blocks next to the
             innermost one (as in the paper's unet_256; the small preset's too). Training
             sets it for pix2pix only (:meth:`TrainConfig.model_config`).
+        full_res: channels of a full-resolution branch (0: none, the paper's generator).
+            pix2pix's U-Net has no layer at the input's resolution: its first convolution
+            has stride 2 and its last is a transposed one, so every output pixel comes from
+            half-resolution features, and edges a pixel or two wide (a 10 px house at 1 m)
+            blur. With ``full_res`` C, a 3x3 convolution of the input (C filters) is
+            concatenated with the U-Net's last up-sampling (C filters instead of the
+            outputs), and two more convolutions (3x3, then 1x1) give the outputs
+            (:class:`trainer.networks.FullResUnet`).
     """
 
     arch: Arch = "unet"
@@ -62,6 +70,7 @@ class ModelConfig:
     n_layers_d: int = 3
     norm: Norm = "batch"
     use_dropout: bool = True
+    full_res: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -75,6 +84,8 @@ class ModelConfig:
                 raise ConfigError(f"--{flag} must be a positive integer, got {value!r}")
         if self.num_downs < 2:
             raise ConfigError(f"--num-downs must be at least 2, got {self.num_downs}")
+        if not isinstance(self.full_res, int) or self.full_res < 0:
+            raise ConfigError(f"--full-res must be >= 0, got {self.full_res!r}")
 
     @property
     def output_activation(self) -> Literal["tanh", "sigmoid"]:
@@ -155,6 +166,14 @@ class TrainConfig:
             faithful reproduction of the seed method).
         lambda_recon: weight of the reconstruction term (pix2pix's lambda, 100).
         ngf, ndf, num_downs: network size (``None``: the preset's).
+        full_res: channels of the generator's full-resolution branch
+            (:attr:`ModelConfig.full_res`; 0: none, the paper's U-Net).
+        wall_weight: extra BCE weight of the contour channel on the walls between touching
+            buildings (:func:`trainer.losses.wall_weight`; U-Net's border weights; 0: off).
+            Plain U-Net on footprint + contour tiles only.
+        wall_reach: px from the ground beyond which a contour pixel counts as a wall
+            (``None``: the tiles' contour width, which outlines extend up to inside a
+            building).
         lr_decay: decay the learning rate linearly to zero over the second half of the
             epochs (pix2pix's schedule).
         workers: DataLoader worker processes per training process (0 reads in-process);
@@ -205,6 +224,9 @@ class TrainConfig:
     ngf: int | None = None
     ndf: int | None = None
     num_downs: int | None = None
+    full_res: int = 0
+    wall_weight: float = 0.0
+    wall_reach: int | None = None
     lr_decay: bool = True
     workers: int | None = None
     seed: int = 0
@@ -256,7 +278,9 @@ class TrainConfig:
             raise ConfigError(f"shuffle buffer must be >= 1, got {self.shuffle_buffer}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
-        for name in ("jitter", "scale_jitter", "blur", "noise"):
+        if self.wall_reach is not None and self.wall_reach < 1:
+            raise ConfigError(f"wall reach must be >= 1 px, got {self.wall_reach}")
+        for name in ("jitter", "scale_jitter", "blur", "noise", "wall_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, "
                                   f"got {getattr(self, name)}")
@@ -290,6 +314,7 @@ class TrainConfig:
             ngf=int(self._preset_value("ngf")),
             ndf=int(self._preset_value("ndf")),
             num_downs=int(self._preset_value("num_downs")),
+            full_res=self.full_res,
             # pix2pix's dropout is its noise source (the paper has no z); the plain U-Net
             # is trained without it, as its figures in README were measured.
             use_dropout=self.arch == "pix2pix",
@@ -304,6 +329,7 @@ class TrainConfig:
             ngf=int(self._preset_value("ngf")),
             ndf=int(self._preset_value("ndf")),
             num_downs=int(self._preset_value("num_downs")),
+            full_res=self.full_res,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ row to ``metrics.csv`` and write the checkpoint that ``resume`` continues from e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -204,6 +205,15 @@ def _train(
                 log.warning("band names differ: %s has %s, %s has %s (bands are used by "
                             "position)", tiles_dirs[0], infos[0].band_names, d,
                             other.band_names)
+    if config.wall_weight:
+        if list(info.mask_channels) != ["footprint", "contour"] or config.arch != "unet":
+            raise ConfigError(
+                "--wall-weight needs the plain U-Net (--arch unet) on footprint + contour "
+                f"tiles; these have {', '.join(info.mask_channels)} (tile with "
+                "--contour-width > 0 and the default --target masks)")
+        if config.wall_reach is None:
+            width = int(info.config.get("contour_width", 3)) if info.config else 3
+            config = dataclasses.replace(config, wall_reach=max(1, width))
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)

@@ -147,6 +147,49 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+class FullResUnet(nn.Module):
+    """The U-Net generator plus a residual branch at the input's resolution
+    (``ModelConfig.full_res``).
+
+    pix2pix's U-Net down-samples in its first layer and up-samples in its last, so no
+    feature is computed at full resolution. Here a 3x3 convolution of the input
+    (``channels`` filters, norm, ReLU) is concatenated with the U-Net's outputs, and
+    3x3 conv -> norm -> ReLU -> 1x1 conv gives a correction added to them (then
+    ``final``): the full-resolution skip of the usual U-Net (Ronneberger et al. 2015). The
+    last convolution starts at zero (:meth:`start_as_unet`), so training starts from the
+    paper's U-Net exactly. Input (N, in, H, W) -> output (N, out, H, W).
+    """
+
+    def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int, channels: int,
+                 *, norm: Norm = "batch", use_dropout: bool = False,
+                 final: nn.Module | None = None) -> None:
+        super().__init__()
+        factory = norm_layer(norm)
+        use_bias = norm == "instance"
+        self.unet = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm=norm,
+                                  use_dropout=use_dropout)
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_nc, channels, kernel_size=3, padding=1, bias=use_bias),
+            factory(channels), nn.ReLU(True))
+        self.refine = nn.Sequential(
+            nn.Conv2d(channels + output_nc, channels, kernel_size=3, padding=1, bias=use_bias),
+            factory(channels), nn.ReLU(True),
+            nn.Conv2d(channels, output_nc, kernel_size=1))
+        self.final = final if final is not None else nn.Identity()
+
+    def start_as_unet(self) -> None:
+        """Zero the correction's last convolution: the network then computes the U-Net."""
+        last = self.refine[-1]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse = self.unet(x)
+        return self.final(coarse + self.refine(torch.cat([coarse, self.stem(x)], 1)))
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: classifies each overlapping patch (70x70 for 3 layers) as real or fake.
 
@@ -203,20 +246,23 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
-def build_generator(config: ModelConfig, *, init: bool = True) -> UnetGenerator:
-    """The generator of ``config``: tanh outputs for pix2pix, logits for the plain U-Net."""
+def build_generator(config: ModelConfig, *, init: bool = True) -> nn.Module:
+    """The generator of ``config``: tanh outputs for pix2pix, logits for the plain U-Net;
+    with ``config.full_res`` a :class:`FullResUnet`, else the paper's :class:`UnetGenerator`."""
     final = nn.Tanh() if config.output_activation == "tanh" else None
-    net = UnetGenerator(
-        config.in_channels,
-        config.out_channels,
-        config.num_downs,
-        config.ngf,
-        norm=config.norm,
-        use_dropout=config.use_dropout,
-        final=final,
-    )
+    net: nn.Module
+    if config.full_res:
+        net = FullResUnet(config.in_channels, config.out_channels, config.num_downs,
+                          config.ngf, config.full_res, norm=config.norm,
+                          use_dropout=config.use_dropout, final=final)
+    else:
+        net = UnetGenerator(config.in_channels, config.out_channels, config.num_downs,
+                            config.ngf, norm=config.norm, use_dropout=config.use_dropout,
+                            final=final)
     if init:
         init_weights(net)
+        if isinstance(net, FullResUnet):
+            net.start_as_unet()
     return net
 
 

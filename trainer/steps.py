@@ -24,7 +24,7 @@ from geotiler.errors import TrainingError
 from geotiler.progress import ProgressMeter
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distributed import Dist, all_reduce, autocast, batches, no_sync, unwrap, wrap
-from trainer.losses import GANLoss, bce_dice_loss, reconstruction_loss
+from trainer.losses import GANLoss, bce_dice_loss, reconstruction_loss, wall_weight
 from trainer.networks import build_discriminator, build_generator
 
 
@@ -171,7 +171,9 @@ def unet_step(
     models.opt_g.zero_grad(set_to_none=True)
     with autocast(ctx, ctx.precision):
         logits = models.generator(image)
-    loss = bce_dice_loss(logits, target, valid)
+    walls = (wall_weight(target, valid, config.wall_weight, config.wall_reach or 3)
+             if config.wall_weight else None)
+    loss = bce_dice_loss(logits, target, valid, walls)
     loss.backward()
     models.opt_g.step()
     return {"loss": loss.detach()}

@@ -61,6 +61,14 @@ def _preset_help() -> str:
 @click.option("--num-downs", type=click.IntRange(min=2), default=None,
               help="U-Net levels; the tile size must be a multiple of 2^levels (256 px: at "
               "most 8). Default: the preset's.")
+@click.option("--full-res", type=click.IntRange(min=0), default=_TRAIN.full_res,
+              show_default=True, metavar="CHANNELS",
+              help="Channels of a branch at the input's resolution (the paper's U-Net has "
+              "none: its first layer down-samples and its last up-samples). 0: none.")
+@click.option("--wall-weight", type=click.FloatRange(min=0), default=_TRAIN.wall_weight,
+              show_default=True,
+              help="Extra loss weight on the outline pixels between touching buildings "
+              "(U-Net's border weights), so that wall-sharing houses come apart. 0: off.")
 @click.option("--recon", type=click.Choice(RECONS), default=_TRAIN.recon, show_default=True,
               help="pix2pix reconstruction term: bce-dice (learns buildings where they are a "
               "few % of pixels) or l1 (the paper's, to reproduce the seed method).")
