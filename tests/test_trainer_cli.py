@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from trainer_fixtures import make_tile_dataset
 
 from geotiler.cli import main
+from trainer.config import DEFAULT_WALL_WEIGHT
 from trainer.modelfile import load_model
 
 torch.set_num_threads(1)
@@ -293,15 +294,26 @@ def test_tiles_without_a_building_are_refused(scene: Any, tmp_path: Path) -> Non
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "m.checkpoints").exists()
 
 
-def test_wall_weight_trains_on_contour_tiles_only(tiles: Path, tmp_path: Path) -> None:
+def _trained_config(out: Path) -> dict[str, Any]:
+    state = torch.load(out.with_suffix(".checkpoints") / "last.pt", weights_only=True)
+    return dict(json.loads(state["config"]))
+
+
+def test_wall_weight_applies_to_the_unet_on_contour_tiles(tiles: Path, tmp_path: Path) -> None:
     result = run(str(tiles), "--out", str(tmp_path / "w.pt"), "--epochs", "1",
-                 "--max-steps", "1", "--wall-weight", "10", *TINY)
+                 "--max-steps", "1", *TINY)
     assert result.exit_code == 0, result.output
-    state = torch.load(tmp_path / "w.checkpoints" / "last.pt", weights_only=True)
     width = json.loads((tiles / "dataset.json").read_text())["config"]["contour_width"]
-    assert json.loads(state["config"])["wall_reach"] == width  # from the tiles
+    used = _trained_config(tmp_path / "w.pt")
+    assert used["wall_weight"] == DEFAULT_WALL_WEIGHT and used["wall_reach"] == width
+    assert run(str(tiles), "--out", str(tmp_path / "p.pt"), "--epochs", "1", "--max-steps",
+               "1", *TINY, *PIX2PIX).exit_code == 0
+    assert _trained_config(tmp_path / "p.pt")["wall_weight"] == 0  # pix2pix: the paper's loss
     rgb = make_tile_dataset(tmp_path / "rgb", splits={"train": 4, "val": 0}, size=32,
                             target="seed-rgb")
+    result = run(str(rgb), "--out", str(tmp_path / "r.pt"), "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output  # no contour channel: no wall weight
+    assert _trained_config(tmp_path / "r.pt")["wall_weight"] == 0
     result = run(str(rgb), "--out", str(tmp_path / "x.pt"), "--epochs", "1",
                  "--wall-weight", "10", *TINY)
     assert_one_line_error(result, 2, "--wall-weight", "contour")

@@ -30,7 +30,7 @@ from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
 from trainer.checkpoint import Progress
-from trainer.config import TrainConfig
+from trainer.config import DEFAULT_WALL_WEIGHT, TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
     Dist,
@@ -122,6 +122,25 @@ class _Data:
     workers: int
 
 
+def _with_wall_weight(config: TrainConfig, info: DatasetInfo) -> TrainConfig:
+    """``config`` with its wall weight decided: :data:`DEFAULT_WALL_WEIGHT` for the plain
+    U-Net on footprint + contour tiles, 0 for anything else; an explicit weight where it
+    cannot apply is a ConfigError. The reach defaults to the tiles' contour width."""
+    applies = config.arch == "unet" and list(info.mask_channels) == ["footprint", "contour"]
+    weight = config.wall_weight
+    if weight is None:
+        weight = DEFAULT_WALL_WEIGHT if applies else 0.0
+    elif weight and not applies:
+        raise ConfigError(
+            "--wall-weight needs the plain U-Net (--arch unet) on footprint + contour "
+            f"tiles; these have {', '.join(info.mask_channels)} (tile with "
+            "--contour-width > 0 and the default --target masks)")
+    reach = config.wall_reach
+    if weight and reach is None:
+        reach = max(1, int((info.config or {}).get("contour_width", 3)))
+    return dataclasses.replace(config, wall_weight=weight, wall_reach=reach)
+
+
 def check_buildings(tiles_dirs: list[Path], infos: list[DatasetInfo]) -> None:
     """DatasetError when not one of the datasets holds a building: the usual result of
     footprints that miss the raster (another CRS or another area), which ``geotiler
@@ -205,15 +224,7 @@ def _train(
                 log.warning("band names differ: %s has %s, %s has %s (bands are used by "
                             "position)", tiles_dirs[0], infos[0].band_names, d,
                             other.band_names)
-    if config.wall_weight:
-        if list(info.mask_channels) != ["footprint", "contour"] or config.arch != "unet":
-            raise ConfigError(
-                "--wall-weight needs the plain U-Net (--arch unet) on footprint + contour "
-                f"tiles; these have {', '.join(info.mask_channels)} (tile with "
-                "--contour-width > 0 and the default --target masks)")
-        if config.wall_reach is None:
-            width = int(info.config.get("contour_width", 3)) if info.config else 3
-            config = dataclasses.replace(config, wall_reach=max(1, width))
+    config = _with_wall_weight(config, info)
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)

@@ -171,7 +171,7 @@ def unet_step(
     models.opt_g.zero_grad(set_to_none=True)
     with autocast(ctx, ctx.precision):
         logits = models.generator(image)
-    walls = (wall_weight(target, valid, config.wall_weight, config.wall_reach or 3)
+    walls = (wall_weight(target, valid, config.wall_weight, config.wall_reach or 1)
              if config.wall_weight else None)
     loss = bce_dice_loss(logits, target, valid, walls)
     loss.backward()

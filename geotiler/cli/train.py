@@ -18,7 +18,7 @@ from geotiler.cli.options import (
     precision_option,
     progress_option,
 )
-from trainer.config import ARCHS, PRESET_NAMES, PRESETS, RECONS, TrainConfig
+from trainer.config import ARCHS, DEFAULT_WALL_WEIGHT, PRESET_NAMES, PRESETS, RECONS, TrainConfig
 
 _TRAIN = TrainConfig()
 
@@ -66,9 +66,10 @@ def _preset_help() -> str:
               help="Channels of a branch at the input's resolution (the paper's U-Net has "
               "none: its first layer down-samples and its last up-samples). 0: none.")
 @click.option("--wall-weight", type=click.FloatRange(min=0), default=_TRAIN.wall_weight,
-              show_default=True,
               help="Extra loss weight on the outline pixels between touching buildings "
-              "(U-Net's border weights), so that wall-sharing houses come apart. 0: off.")
+              "(U-Net's border weights), so that wall-sharing houses come apart. 0: off. "
+              f"Default: {DEFAULT_WALL_WEIGHT:g} for the U-Net on footprint + contour tiles, "
+              "else 0.")
 @click.option("--recon", type=click.Choice(RECONS), default=_TRAIN.recon, show_default=True,
               help="pix2pix reconstruction term: bce-dice (learns buildings where they are a "
               "few % of pixels) or l1 (the paper's, to reproduce the seed method).")
