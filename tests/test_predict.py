@@ -39,7 +39,7 @@ from geotiler.predict.job import prepare
 from geotiler.predict.outputs import finish
 from pipelines.predict import run_job
 
-from conftest import ORIGIN, pixel_box, write_raster
+from conftest import ORIGIN, pixel_box, write_footprints, write_raster
 
 MODEL = ModelInfo(bands=(1, 2, 3), band_names=("red", "green", "blue"), dtype="uint8",
                   tile_size=64, gsd=0.5, channels=("footprint", "contour"), contour_width=3,
@@ -313,7 +313,7 @@ def assert_one_line_error(result, *words: str) -> None:
 
 
 def test_cli_end_to_end_with_a_model_file(tmp_path, model_file):
-    raster, _ = boxes_raster(tmp_path / "a.tif", 600, 640)
+    raster, boxes = boxes_raster(tmp_path / "a.tif", 600, 640)
     out = tmp_path / "out" / "b.gpkg"
     result = run_cli("predict", str(raster), "--model", str(model_file), "--out", str(out),
                      "--raster-out", str(tmp_path / "rasters"), "--block", "256",
@@ -346,6 +346,12 @@ def test_cli_end_to_end_with_a_model_file(tmp_path, model_file):
     again = run_cli("predict", str(raster), "--model", str(model_file), "--out", str(out),
                     "--raster-out", str(tmp_path / "rasters"))
     assert_one_line_error(again, "already exist", "--overwrite")
+    # evaluate finds the mask through the GeoPackage, wherever --raster-out put it
+    truth = write_footprints(tmp_path / "truth.gpkg", [pixel_box(*b) for b in boxes],
+                             "EPSG:32633")
+    scored = run_cli("evaluate", str(out), str(truth))
+    assert scored.exit_code == 0, scored.stderr
+    assert "pixel IoU" in scored.output and "b_mask.tif" in scored.output + scored.stderr
 
 
 def test_cli_bad_inputs_are_one_line_errors(tmp_path, model_file):

@@ -21,7 +21,7 @@ from geotiler.evaluate.grid import (
 )
 from geotiler.evaluate.matching import building_metrics
 from geotiler.evaluate.report import BoundaryMetrics, EvalReport, PixelMetrics
-from geotiler.evaluate.vectors import inside, polygons_only, read_polygons
+from geotiler.evaluate.vectors import inside, polygons_only, read_polygons, recorded_mask
 from geotiler.io import ground_gsd, raster_source, source_label
 from geotiler.polygons import BLOCK_PX, HALO_PX
 from geotiler.vectors import load_footprints
@@ -62,11 +62,16 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     else:
         predicted = read_polygons(pred_path)
         sibling = pred_path.with_name(f"{pred_path.stem}_mask.tif")
+        recorded = None if raster is not None or sibling.exists() else recorded_mask(pred_path)
         if raster is not None:
             grid = open_grid(raster_source(raster), is_mask=False)
         elif sibling.exists():
             grid = open_grid(sibling, is_mask=False)
             notes.append(f"pixel scores on the grid of {sibling.name}")
+        elif recorded is not None:
+            grid = open_grid(recorded, is_mask=False)
+            notes.append(f"pixel scores on the grid of {recorded} (the mask predict wrote "
+                         "with these polygons)")
         else:
             grid = None
             notes.append("no raster grid (give --raster): pixel and boundary scores skipped")

@@ -22,6 +22,25 @@ DEFAULT_LAYER = "buildings"
 _WHOLE_FILE_SUFFIXES = (".parquet", ".geoparquet")  # no layers: read_vector reads it whole
 
 
+def recorded_mask(path: Path) -> Path | None:
+    """The mask GeoTIFF that ``geotiler predict`` wrote with the GeoPackage ``path``, as
+    recorded in its layer metadata (``geotiler_predict`` JSON, key ``mask``, relative to
+    the GeoPackage), if it is recorded and still there; else None. Never raises."""
+    import json
+
+    import pyogrio
+
+    try:
+        meta = pyogrio.read_info(path, layer=DEFAULT_LAYER).get("layer_metadata") or {}
+        mask = json.loads(meta.get("geotiler_predict", "{}")).get("mask")
+    except Exception:  # not ours, another format, no such layer: nothing recorded
+        return None
+    if not isinstance(mask, str):
+        return None
+    found = path.parent / mask
+    return found if found.is_file() else None
+
+
 def read_polygons(path: Path) -> Footprints:
     """Polygons of a prediction layer (``buildings`` or the first layer), repaired and split
     into single polygons, in the file's CRS (an empty layer gives an empty array).

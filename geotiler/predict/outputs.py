@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -122,7 +123,11 @@ def write_gpkg(job: PredictJob, staging: Path) -> int:
     through one open dataset (:func:`stream_polygons`); returns how many buildings."""
     blocks = (MapPolygons.load(job.block_file("poly", index).with_suffix(".npz"))
               for index in job.plan.indexes)
-    buildings = stream_polygons(staging, blocks, job.grid.crs_wkt, _metadata(job))
+    # the mask's path relative to the GeoPackage, for evaluate to score pixels on its grid
+    # wherever --raster-out put it
+    mask = os.path.relpath(job.outputs.mask, job.outputs.gpkg.parent)
+    buildings = stream_polygons(staging, blocks, job.grid.crs_wkt,
+                                {**_metadata(job), "mask": mask})
     add_layer_style(staging, LAYER, buildings_qml(), buildings_sld(LAYER),
                     "geotiler buildings by score",
                     "building outlines coloured by score (mean footprint probability)")
