@@ -4,6 +4,8 @@ One module per job; imports flow down this list (a module imports only ones belo
 plus :mod:`geotiler`):
 
 - :mod:`trainer.loop`: :func:`~trainer.loop.train`, the epoch loop (the one entry point).
+- :mod:`trainer.checks`: what ``train`` checks of its tile datasets first (shards present,
+  buildings present) and whether wall weights apply to them.
 - :mod:`trainer.checkpoint`: RNG states, ``last.pt`` save/resume, ``metrics.csv`` and
   ``train_config.json`` in the checkpoint directory.
 - :mod:`trainer.validate`: the validation pass (scores summed over ranks).
@@ -15,8 +17,9 @@ plus :mod:`geotiler`):
 - :mod:`trainer.data`: tiles from shards as torch samples (splitting over workers and
   ranks, shuffling, normalization by ``DatasetInfo.normalize``, augmentation).
 - :mod:`trainer.metrics`: validation metrics as counts (IoU, F1, boundary F).
-- :mod:`trainer.losses`: GAN, L1, BCE + Dice losses.
-- :mod:`trainer.networks`: the U-Net generator, the PatchGAN, and
+- :mod:`trainer.losses`: GAN, L1, BCE + Dice losses, wall weights.
+- :mod:`trainer.networks`: the U-Net generator (optionally with a full-resolution branch),
+  the PatchGAN, and
   :func:`~trainer.networks.probabilities` (network output -> probabilities).
 - :mod:`trainer.config`: :class:`~trainer.config.ModelConfig` and
   :class:`~trainer.config.TrainConfig`, the one home of every default.

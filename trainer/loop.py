@@ -12,7 +12,6 @@ row to ``metrics.csv`` and write the checkpoint that ``resume`` continues from e
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -30,7 +29,8 @@ from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
 from trainer.checkpoint import Progress
-from trainer.config import DEFAULT_WALL_WEIGHT, TrainConfig
+from trainer.checks import check_buildings, check_shards, with_wall_weight
+from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
     Dist,
@@ -122,57 +122,6 @@ class _Data:
     workers: int
 
 
-def _with_wall_weight(config: TrainConfig, info: DatasetInfo) -> TrainConfig:
-    """``config`` with its wall weight decided: :data:`DEFAULT_WALL_WEIGHT` for the plain
-    U-Net on footprint + contour tiles, 0 for anything else; an explicit weight where it
-    cannot apply is a ConfigError. The reach defaults to the tiles' contour width."""
-    applies = config.arch == "unet" and list(info.mask_channels) == ["footprint", "contour"]
-    weight = config.wall_weight
-    if weight is None:
-        weight = DEFAULT_WALL_WEIGHT if applies else 0.0
-    elif weight and not applies:
-        raise ConfigError(
-            "--wall-weight needs the plain U-Net (--arch unet) on footprint + contour "
-            f"tiles; these have {', '.join(info.mask_channels)} (tile with "
-            "--contour-width > 0 and the default --target masks)")
-    reach = config.wall_reach
-    if weight and reach is None:
-        reach = max(1, int((info.config or {}).get("contour_width", 3)))
-    return dataclasses.replace(config, wall_weight=weight, wall_reach=reach)
-
-
-def check_buildings(tiles_dirs: list[Path], infos: list[DatasetInfo]) -> None:
-    """DatasetError when not one of the datasets holds a building: the usual result of
-    footprints that miss the raster (another CRS or another area), which ``geotiler
-    tile`` only warns about; training on it would "succeed" with val IoU 0 and a model
-    that finds nothing. Datasets written before the count was recorded pass."""
-    counts = [info.extra.get("buildings") for info in infos]
-    if all(isinstance(n, int) and n == 0 for n in counts):
-        names = ", ".join(str(d) for d in tiles_dirs)
-        raise DatasetError(
-            f"no building in the tiles of {names} (0 footprints drawn): nothing to learn. "
-            "Check that the footprints cover the raster (their CRS and extent) and tile again"
-        )
-
-
-def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
-    """DatasetError naming the shards that ``dataset.json`` lists but that are missing or
-    unfinished (no tar or no records file): training on the rest would quietly use fewer
-    tiles than the dataset holds."""
-    listed = info.extra.get("shards")
-    if not isinstance(listed, list):
-        return  # written before datasets listed their shards
-    present = {path.name for path in list_shards(tiles_dir)}
-    missing = [name for name in listed if name not in present]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
-                                          else "")
-        raise DatasetError(
-            f"{tiles_dir}: {len(missing)} shard(s) listed in dataset.json are missing or "
-            f"incomplete ({shown}); copy them back or re-run geotiler tile"
-        )
-
-
 def _load_data(tiles_dirs: list[Path], info: DatasetInfo, config: TrainConfig,
                ctx: Dist) -> _Data:
     names = ", ".join(str(d) for d in tiles_dirs)
@@ -224,7 +173,7 @@ def _train(
                 log.warning("band names differ: %s has %s, %s has %s (bands are used by "
                             "position)", tiles_dirs[0], infos[0].band_names, d,
                             other.band_names)
-    config = _with_wall_weight(config, info)
+    config = with_wall_weight(config, info)
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)

@@ -1,0 +1,65 @@
+"""What ``geotiler train`` checks of its tile datasets, and decides from them, before any
+network is built: every listed shard is there, the tiles hold buildings, and whether the
+wall weights (:func:`trainer.losses.wall_weight`) apply to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from geotiler.errors import ConfigError, DatasetError
+from geotiler.tiles.schema import DatasetInfo
+from geotiler.tiles.shards import list_shards
+from trainer.config import DEFAULT_WALL_WEIGHT, TrainConfig
+
+
+def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
+    """DatasetError naming the shards that ``dataset.json`` lists but that are missing or
+    unfinished (no tar or no records file): training on the rest would quietly use fewer
+    tiles than the dataset holds."""
+    listed = info.extra.get("shards")
+    if not isinstance(listed, list):
+        return  # written before datasets listed their shards
+    present = {path.name for path in list_shards(tiles_dir)}
+    missing = [name for name in listed if name not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                          else "")
+        raise DatasetError(
+            f"{tiles_dir}: {len(missing)} shard(s) listed in dataset.json are missing or "
+            f"incomplete ({shown}); copy them back or re-run geotiler tile"
+        )
+
+
+def check_buildings(tiles_dirs: list[Path], infos: list[DatasetInfo]) -> None:
+    """DatasetError when not one of the datasets holds a building: the usual result of
+    footprints that miss the raster (another CRS or another area), which ``geotiler
+    tile`` only warns about; training on it would "succeed" with val IoU 0 and a model
+    that finds nothing. Datasets written before the count was recorded pass."""
+    counts = [info.extra.get("buildings") for info in infos]
+    if all(isinstance(n, int) and n == 0 for n in counts):
+        names = ", ".join(str(d) for d in tiles_dirs)
+        raise DatasetError(
+            f"no building in the tiles of {names} (0 footprints drawn): nothing to learn. "
+            "Check that the footprints cover the raster (their CRS and extent) and tile again"
+        )
+
+
+def with_wall_weight(config: TrainConfig, info: DatasetInfo) -> TrainConfig:
+    """``config`` with its wall weight decided: :data:`DEFAULT_WALL_WEIGHT` for the plain
+    U-Net on footprint + contour tiles, 0 for anything else; an explicit weight where it
+    cannot apply is a ConfigError. The reach defaults to the tiles' contour width."""
+    applies = config.arch == "unet" and list(info.mask_channels) == ["footprint", "contour"]
+    weight = config.wall_weight
+    if weight is None:
+        weight = DEFAULT_WALL_WEIGHT if applies else 0.0
+    elif weight and not applies:
+        raise ConfigError(
+            "--wall-weight needs the plain U-Net (--arch unet) on footprint + contour "
+            f"tiles; these have {', '.join(info.mask_channels)} (tile with "
+            "--contour-width > 0 and the default --target masks)")
+    reach = config.wall_reach
+    if weight and reach is None:
+        reach = max(1, int((info.config or {}).get("contour_width", 3)))
+    return dataclasses.replace(config, wall_weight=weight, wall_reach=reach)
