@@ -56,8 +56,8 @@ class ModelConfig:
             has stride 2 and its last is a transposed one, so every output pixel comes from
             half-resolution features, and edges a pixel or two wide (a 10 px house at 1 m)
             blur. With ``full_res`` C, a 3x3 convolution of the input (C filters) is
-            concatenated with the U-Net's last up-sampling (C filters instead of the
-            outputs), and two more convolutions (3x3, then 1x1) give the outputs
+            concatenated with the U-Net's outputs, and two more convolutions (3x3, then
+            1x1, the last starting at zero) give a correction added to them
             (:class:`trainer.networks.FullResUnet`).
     """
 

@@ -62,13 +62,12 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     else:
         predicted = read_polygons(pred_path)
         sibling = pred_path.with_name(f"{pred_path.stem}_mask.tif")
-        recorded = None if raster is not None or sibling.exists() else recorded_mask(pred_path)
         if raster is not None:
             grid = open_grid(raster_source(raster), is_mask=False)
         elif sibling.exists():
             grid = open_grid(sibling, is_mask=False)
             notes.append(f"pixel scores on the grid of {sibling.name}")
-        elif recorded is not None:
+        elif (recorded := recorded_mask(pred_path)) is not None:
             grid = open_grid(recorded, is_mask=False)
             notes.append(f"pixel scores on the grid of {recorded} (the mask predict wrote "
                          "with these polygons)")
