@@ -70,3 +70,24 @@ def test_every_instance_setting_has_its_predict_option():
         name = field.name.removesuffix("_m2").removesuffix("_m")
         assert name in predict, f"--{name.replace('_', '-')} is missing"
         assert predict[name] == getattr(InstanceOptions(), field.name)
+
+
+def test_bad_usage_is_one_line_that_names_the_help(tmp_path):
+    cases = {
+        ("train", str(tmp_path), "--epochs", "0"): "'geotiler train --help'",  # out of range
+        ("tile", str(tmp_path / "a.tif")): "'geotiler tile --help'",  # missing --footprints
+        ("predict", "--bogus"): "'geotiler predict --help'",  # unknown option
+        ("--bogus",): "'geotiler --help'",  # unknown option of the group
+        ("nosuch",): "'geotiler --help'",  # unknown command
+    }
+    for args, help_hint in cases.items():
+        result = CliRunner().invoke(main, list(args), prog_name="geotiler")
+        assert result.exit_code == 2, args
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error:"), (args, result.stderr)
+        assert help_hint in lines[0] and "Usage:" not in result.output
+
+
+def test_the_group_alone_still_shows_its_help():
+    result = CliRunner().invoke(main, [])
+    assert "Commands:" in result.output and "Error" not in result.output

@@ -50,6 +50,10 @@ def configure_logging(verbose: int, quiet: int) -> None:
     rasterio_log.propagate = False
 
 
+# ``geotiler`` alone shows its help by raising this UsageError (Click >= 8.2): kept as is.
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _BadSetting(click.ClickException):
     """A setting out of range or inconsistent with the data: one line, exit 2 (usage)."""
 
@@ -59,11 +63,19 @@ class _BadSetting(click.ClickException):
 class _Group(click.Group):
     """The command group; running a command turns library errors into one-line messages."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:  # e.g. an unknown option before the command
+            raise _one_line(err) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as err:
             raise _BadSetting(str(err)) from None
+        except click.UsageError as err:  # Click's usage block would bury the one line
+            raise _one_line(err) from None
         except GeotilerError as err:
             raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
@@ -89,6 +101,19 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"{type(err).__name__}: {reason(err)} (run with -v for the traceback)"
             ) from None
+
+
+def _one_line(err: click.UsageError) -> click.ClickException:
+    """Bad usage (an unknown option, a value out of its range, a missing argument) as one
+    line that names the help to read: ``Invalid value for '--epochs': -1 is not in the
+    range x>=1 (see 'geotiler train --help')``, exit 2. A command run without arguments
+    that shows its help instead is left as it is."""
+    if isinstance(err, _NoArgsIsHelp):
+        return err
+    message = err.format_message().rstrip(".")
+    if err.ctx is not None:
+        message += f" (see '{err.ctx.command_path} --help')"
+    return _BadSetting(message)
 
 
 def _debug_unraisable(unraisable: Any) -> None:
