@@ -10,6 +10,11 @@ then time
 and print tiles/s for both, their ratio, and each run's peak RSS (sampled with psutil over
 the whole process tree). Memory should not grow with the raster size.
 
+It also times the start-up floor: a Python process that only imports what ``geotiler
+tile`` imports (rasterio, pyogrio -- which imports geopandas, pandas and pyarrow when they
+are installed --, shapely, OpenCV, imagecodecs, dask), and prints it as a share of the
+GDAL route's whole run: on small rasters that share bounds the ratio geotiler can reach.
+
     python benchmarks/bench_tile.py                      # 4096 and 16384 px
     python benchmarks/bench_tile.py --sizes 2048 --keep  # quick, keep outputs
 """
@@ -105,6 +110,16 @@ def geotiler_route(raster: Path, vector: Path, work: Path, size: int, extra: lis
     return seconds, peak, sum(counts.values())
 
 
+#: What a ``geotiler tile`` process imports before it cuts a tile (``python -X importtime``).
+STARTUP_IMPORTS = "import pipelines.tile, geotiler.tiles.task, geotiler.vectors, pyogrio"
+
+
+def startup_floor() -> float:
+    """Wall seconds of a Python process that only imports what ``geotiler tile`` imports."""
+    seconds, _ = run_measured([sys.executable, "-c", STARTUP_IMPORTS])
+    return seconds
+
+
 def _fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -127,6 +142,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_tile_"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    floor_rows: list[tuple[int, float, float]] = []
     try:
         for side in args.sizes:
             raster, vector = work / f"scene_{side}.tif", work / f"scene_{side}.gpkg"
@@ -137,13 +153,15 @@ def main() -> None:
             routes = (("geotiler (zstd, default)", []),
                       ("geotiler (deflate)", ["--compress", "deflate"]),
                       ("geotiler (no compression)", ["--compress", "none"]))
-            gdal_runs = []
+            gdal_runs, floors = [], []
             runs: dict[str, list[tuple[float, float, int]]] = {label: [] for label, _ in routes}
             for _ in range(args.repeat):  # interleaved, so drifts in machine speed hit all
                 gdal_runs.append(gdal_route(raster, vector, work, args.tile))
+                floors.append(startup_floor())
                 for label, extra in routes:
                     runs[label].append(geotiler_route(raster, vector, work, args.tile, extra))
             g_s, g_rss, g_n = min(gdal_runs)
+            floor_rows.append((side, min(floors), g_s))
             for label, _ in routes:
                 t_s, t_rss, t_n = min(runs[label])
                 rows.append((side, label, t_n, t_s, t_n / t_s, t_rss, g_n / g_s, g_rss))
@@ -157,6 +175,9 @@ def main() -> None:
     for side, label, n, s, rate, rss, g_rate, g_rss in rows:
         print(f"{side:>7} {label:<26} {n:>6} {s:>7.1f} {rate:>8.1f} {rss:>8.0f} | "
               f"{g_rate:>12.1f} {g_rss:>8.0f} {rate / g_rate:>10.2f}x")
+    for side, floor, g_s in floor_rows:
+        print(f"{side:>7} start-up floor: {floor:.2f} s of imports alone, no tile cut = "
+              f"{floor / g_s:.0%} of the GDAL route's whole run ({g_s:.2f} s)")
 
 
 if __name__ == "__main__":
