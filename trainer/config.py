@@ -189,7 +189,9 @@ class TrainConfig:
             (17% slower on 2 cores, benchmarks/bench_train.py), up to 4 with CUDA.
         seed: seeds weights, data order and augmentation; CPU runs repeat exactly.
         init: a model file whose generator weights start this run (fine-tuning from a
-            pretrained model, e.g. one trained on synthetic scenes); ``None``: N(0, 0.02).
+            pretrained model), or ``"synthetic"``: the weights shipped with geotiler,
+            pretrained on our synthetic scenes (:mod:`trainer.pretrained`); ``None``:
+            N(0, 0.02).
         device: ``auto`` uses CUDA when present.
         precision: ``fp32``, ``bf16`` (bfloat16 autocast: forward and loss in bf16, weights
             and optimizer in fp32) or ``auto``: bf16 where the device has it (CPUs with

@@ -234,21 +234,28 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
 
 def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
     """Start ``net`` (a generator built from ``config``) from the weights of a model file
-    (``train --init``): pretraining on one dataset, fine-tuning on another.
+    (``train --init``): pretraining on one dataset, fine-tuning on another. ``path`` may
+    also name weights shipped with geotiler (:data:`trainer.pretrained.PRETRAINED`:
+    ``synthetic``).
 
     Only the generator's weights are taken (a pix2pix discriminator starts afresh); the
-    normalization, tiles and training settings of the new run are its own.
+    normalization, tiles and training settings of the new run are its own. Float16 weights
+    (the shipped ones) become the network's float32.
 
     Raises:
         ModelFileError: the file is unreadable or not a geotiler model file.
         ConfigError: its network differs from ``config`` (one line naming the fields).
     """
-    spec, state = read_model_file(path)
+    from trainer.pretrained import PRETRAINED, resolve_init
+
+    spec, state = read_model_file(resolve_init(path))
     fields = ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm")
     differ = [f"{f} {getattr(spec.model, f)!r} (this run: {getattr(config, f)!r})"
               for f in fields if getattr(spec.model, f) != getattr(config, f)]
     if differ:
-        raise ConfigError(f"--init {path} has another network: {', '.join(differ)}")
+        hint = (" (the shipped weights are for 3-band tiles with footprint + contour masks "
+                "and the small U-Net)" if str(path) in PRETRAINED else "")
+        raise ConfigError(f"--init {path} has another network: {', '.join(differ)}{hint}")
     net.load_state_dict(state, strict=True)
 
 

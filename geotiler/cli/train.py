@@ -98,7 +98,9 @@ def _preset_help() -> str:
 @precision_option(_TRAIN.precision, "Measured 1.7x faster on CPU at 256 px.")
 @click.option("--init", type=click.Path(path_type=str), default=_TRAIN.init, metavar="MODEL",
               help="Start from the generator weights of this model file (same network), "
-              "e.g. one pretrained on other scenes; the new tiles' normalization is used.")
+              "e.g. one pretrained on other scenes, or 'synthetic': the weights shipped with "
+              "geotiler, pretrained on our synthetic scenes (RGB, small U-Net); the new "
+              "tiles' normalization is used.")
 @click.option("--resume", type=click.Path(path_type=str), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (e.g. model.checkpoints/last.pt) with "
               "the same options; raise --epochs to train longer.")
