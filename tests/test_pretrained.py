@@ -32,7 +32,7 @@ def test_shipped_weights_are_the_default_network_in_float16():
     assert path.is_file() and path.stat().st_size < 10 * 2**20  # small enough to ship
     spec, state = read_model_file(path)
     expected = default_network()
-    for field in ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm"):
+    for field in ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm", "full_res"):
         assert getattr(spec.model, field) == getattr(expected, field), field
     floats = [t for t in state.values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float16 for t in floats)
@@ -76,12 +76,16 @@ def test_train_init_synthetic(tiles, tmp_path):
     assert (tmp_path / "m.pt").is_file()
 
 
-def test_init_synthetic_for_another_network_is_one_line(tiles, tmp_path):
+@pytest.mark.parametrize("option, names", [
+    (["--ngf", "16"], "ngf 32 (this run: 16)"),
+    (["--full-res", "8"], "full_res 0 (this run: 8)"),
+])
+def test_init_synthetic_for_another_network_is_one_line(tiles, tmp_path, option, names):
     result = CliRunner().invoke(main, [
         "train", str(tiles), "-o", str(tmp_path / "m.pt"), "--init", "synthetic",
-        "--ngf", "16", "--epochs", "1", "--device", "cpu"])
+        *option, "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: --init synthetic has another network")
-    assert "ngf 32 (this run: 16)" in lines[0] and "shipped weights" in lines[0]
+    assert names in lines[0] and "shipped weights" in lines[0]
     assert not (tmp_path / "m.pt").exists()

@@ -36,6 +36,7 @@ from geotiler.errors import ConfigError, DatasetError, ModelFileError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import ModelConfig
 from trainer.networks import build_generator, probabilities
+from trainer.pretrained import PRETRAINED, resolve_init
 
 MODEL_FORMAT = "geotiler-model"
 MODEL_FORMAT_VERSION = 2
@@ -246,10 +247,8 @@ def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
         ModelFileError: the file is unreadable or not a geotiler model file.
         ConfigError: its network differs from ``config`` (one line naming the fields).
     """
-    from trainer.pretrained import PRETRAINED, resolve_init
-
     spec, state = read_model_file(resolve_init(path))
-    fields = ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm")
+    fields = ("arch", "in_channels", "out_channels", "ngf", "num_downs", "norm", "full_res")
     differ = [f"{f} {getattr(spec.model, f)!r} (this run: {getattr(config, f)!r})"
               for f in fields if getattr(spec.model, f) != getattr(config, f)]
     if differ:
