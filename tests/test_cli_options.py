@@ -79,6 +79,7 @@ def test_bad_usage_is_one_line_that_names_the_help(tmp_path):
         ("predict", "--bogus"): "'geotiler predict --help'",  # unknown option
         ("--bogus",): "'geotiler --help'",  # unknown option of the group
         ("nosuch",): "'geotiler --help'",  # unknown command
+        ("train", str(tmp_path), "--init"): "'geotiler train --help'",  # option without value
     }
     for args, help_hint in cases.items():
         result = CliRunner().invoke(main, list(args), prog_name="geotiler")

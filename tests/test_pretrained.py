@@ -74,6 +74,8 @@ def test_train_init_synthetic(tiles, tmp_path):
         "--epochs", "1", "--max-steps", "1", "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.pt").is_file()
+    # the fixture's tiles are 0.5 m, the shipped weights 1 m: said, not refused
+    assert "trained on 1 m tiles, these are 0.5 m" in result.stderr
 
 
 @pytest.mark.parametrize("option, names", [
@@ -89,3 +91,13 @@ def test_init_synthetic_for_another_network_is_one_line(tiles, tmp_path, option,
     assert len(lines) == 1 and lines[0].startswith("Error: --init synthetic has another network")
     assert names in lines[0] and "shipped weights" in lines[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_misspelled_name_lists_the_shipped_names(tiles, tmp_path):
+    result = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(tmp_path / "m.pt"), "--init", "synthetc",
+        "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: --init synthetc: no such model file, and not a name of the "
+                     "shipped weights (synthetic)"]

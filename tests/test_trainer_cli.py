@@ -317,3 +317,19 @@ def test_wall_weight_applies_to_the_unet_on_contour_tiles(tiles: Path, tmp_path:
     result = run(str(rgb), "--out", str(tmp_path / "x.pt"), "--epochs", "1",
                  "--wall-weight", "10", *TINY)
     assert_one_line_error(result, 2, "--wall-weight", "contour")
+
+
+def test_resume_into_a_new_out_writes_the_model_it_names(tiles: Path, tmp_path: Path) -> None:
+    """The checkpoint holds the last weights, not the best: resuming into a new --out must
+    still write the model file the summary names (it once named a file never written)."""
+    opts = [*TINY, "--max-steps", "1"]
+    assert run(str(tiles), "--out", str(tmp_path / "a.pt"), "--epochs", "1", *opts
+               ).exit_code == 0
+    new = tmp_path / "b.pt"
+    resumed = run(str(tiles), "--out", str(new), "--epochs", "2",
+                  "--resume", str(tmp_path / "a.checkpoints" / "last.pt"),
+                  "--init", "synthetic", *opts)
+    assert resumed.exit_code == 0, resumed.output
+    assert new.is_file() and f"model: {new}" in resumed.stdout
+    assert load_model(new).spec.training["epochs"] == 2
+    assert "--init synthetic is ignored with --resume" in resumed.stderr

@@ -43,6 +43,7 @@ from trainer.distributed import (
 from trainer.losses import GANLoss
 from trainer.modelfile import ModelSpec, init_weights, save_model
 from trainer.networks import count_parameters
+from trainer.pretrained import resolve_init
 from trainer.steps import build_models, set_lr, train_epoch
 from trainer.validate import validate
 
@@ -183,14 +184,30 @@ def _train(
     checkpoint.seed_everything(config.seed)
     models = build_models(model_config, config, ctx)
     if config.init is not None and resume is None:
-        init_weights(models.g, config.init, model_config)
+        start = init_weights(models.g, config.init, model_config)
         if ctx.is_main:
-            log.info("generator weights from %s", config.init)
+            log.info("generator weights from %s", resolve_init(config.init))
+            if not 0.8 < start.gsd / info.gsd < 1.25:
+                log.warning("--init %s was trained on %g m tiles, these are %g m: its "
+                            "features start at another scale (measured: no gain from the "
+                            "1 m synthetic weights on 0.25 m tiles, README)", config.init,
+                            start.gsd, info.gsd)
+    elif config.init is not None and ctx.is_main:
+        log.warning("--init %s is ignored with --resume: the checkpoint's weights continue",
+                    config.init)
     gan_loss = GANLoss().to(ctx.device)
     parameters = count_parameters(models.g) + (count_parameters(models.d) if models.d else 0)
     state = Progress()
     if resume is not None:
         state = checkpoint.resume(resume, models, info, config, ctx)
+        if state.best_iou is not None and not out_path.exists():
+            # The checkpoint holds the last weights, not the best: a new --out gets the
+            # best of the resumed epochs, so the summary never names a file not written.
+            if ctx.is_main:
+                log.info("--out %s is new: it gets the best of the resumed epochs (the best "
+                         "before them, epoch %s, is in the first run's model file)",
+                         out_path, state.best_epoch)
+            state.best_iou = state.best_epoch = None
     start_epoch = state.epoch
 
     writer = None

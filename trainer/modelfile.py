@@ -233,7 +233,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     return LoadedModel(net, spec, device)
 
 
-def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
+def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> ModelSpec:
     """Start ``net`` (a generator built from ``config``) from the weights of a model file
     (``train --init``): pretraining on one dataset, fine-tuning on another. ``path`` may
     also name weights shipped with geotiler (:data:`trainer.pretrained.PRETRAINED`:
@@ -242,6 +242,8 @@ def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
     Only the generator's weights are taken (a pix2pix discriminator starts afresh); the
     normalization, tiles and training settings of the new run are its own. Float16 weights
     (the shipped ones) become the network's float32.
+
+    Returns the file's spec (its tiles' GSD and bands, for the caller's checks).
 
     Raises:
         ModelFileError: the file is unreadable or not a geotiler model file.
@@ -256,6 +258,7 @@ def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> None:
                 "and the small U-Net)" if str(path) in PRETRAINED else "")
         raise ConfigError(f"--init {path} has another network: {', '.join(differ)}{hint}")
     net.load_state_dict(state, strict=True)
+    return spec
 
 
 class LoadedModel:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from geotiler.atomic import atomic_path
+from geotiler.errors import ModelFileError
 
 #: Names ``--init`` accepts besides a path, and their files in ``trainer/weights/``.
 PRETRAINED: dict[str, str] = {"synthetic": "synthetic-unet-small-1m.pt"}
@@ -30,10 +31,21 @@ def pretrained_path(name: str) -> Path:
 
 
 def resolve_init(value: str | Path) -> Path:
-    """``--init``'s value as a model file: a :data:`PRETRAINED` name, else the path given."""
+    """``--init``'s value as a model file: a :data:`PRETRAINED` name, else the path given.
+
+    Raises:
+        ModelFileError: the value is neither a name nor an existing file but looks like a
+            misspelled name (no folder, no suffix: ``synthetc``); the message lists the
+            names.
+    """
     if str(value) in PRETRAINED:
         return pretrained_path(str(value))
-    return Path(value)
+    path = Path(value)
+    if (not path.exists() and path.parent == Path() and not path.suffix
+            and str(value).strip()):
+        raise ModelFileError(f"--init {value}: no such model file, and not a name of the "
+                             f"shipped weights ({', '.join(sorted(PRETRAINED))})")
+    return path
 
 
 def write_half_precision(source: Path | str, target: Path | str) -> None:

@@ -67,7 +67,7 @@ class _Group(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as err:  # e.g. an unknown option before the command
-            raise _one_line(err) from None
+            raise _one_line(err, ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -75,7 +75,7 @@ class _Group(click.Group):
         except ConfigError as err:
             raise _BadSetting(str(err)) from None
         except click.UsageError as err:  # Click's usage block would bury the one line
-            raise _one_line(err) from None
+            raise _one_line(err, ctx) from None
         except GeotilerError as err:
             raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:
@@ -103,17 +103,21 @@ class _Group(click.Group):
             ) from None
 
 
-def _one_line(err: click.UsageError) -> click.ClickException:
+def _one_line(err: click.UsageError, group: click.Context) -> click.ClickException:
     """Bad usage (an unknown option, a value out of its range, a missing argument) as one
     line that names the help to read: ``Invalid value for '--epochs': -1 is not in the
-    range x>=1 (see 'geotiler train --help')``, exit 2. A command run without arguments
-    that shows its help instead is left as it is."""
+    range x>=1 (see 'geotiler train --help')``, exit 2. Where Click does not say which
+    command's options it was parsing (``Option '--init' requires an argument``), the
+    command being run is named. A command run without arguments that shows its help
+    instead is left as it is."""
     if isinstance(err, _NoArgsIsHelp):
         return err
     message = err.format_message().rstrip(".")
     if err.ctx is not None:
-        message += f" (see '{err.ctx.command_path} --help')"
-    return _BadSetting(message)
+        path = err.ctx.command_path
+    else:
+        path = " ".join(p for p in (group.command_path, group.invoked_subcommand) if p)
+    return _BadSetting(f"{message} (see '{path} --help')")
 
 
 def _debug_unraisable(unraisable: Any) -> None:

@@ -99,8 +99,9 @@ def _preset_help() -> str:
 @click.option("--init", type=click.Path(path_type=str), default=_TRAIN.init, metavar="MODEL",
               help="Start from the generator weights of this model file (same network), "
               "e.g. one pretrained on other scenes, or 'synthetic': the weights shipped with "
-              "geotiler, pretrained on our synthetic scenes (RGB, small U-Net); the new "
-              "tiles' normalization is used.")
+              "geotiler, pretrained on our synthetic scenes tiled at 1 m (RGB tiles with "
+              "footprint + contour masks, small U-Net); the new tiles' normalization is "
+              "used. Ignored with --resume.")
 @click.option("--resume", type=click.Path(path_type=str), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (e.g. model.checkpoints/last.pt) with "
               "the same options; raise --epochs to train longer.")
@@ -134,6 +135,7 @@ def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
       geotiler train tiles/ --out model.pt
       geotiler train tiles/ --out model.pt --arch unet --epochs 30 --max-minutes 0
       geotiler train tiles_boston/ tiles_kampala/ --out model.pt --max-minutes 60
+      geotiler train tiles/ --out model.pt --init synthetic   # RGB near 1 m: pretrained start
       geotiler train tiles/ --out model.pt --resume model.checkpoints/last.pt --epochs 40
       torchrun --nproc_per_node 4 -m geotiler train tiles/ --out model.pt --preset full
     """
