@@ -101,3 +101,15 @@ def test_a_misspelled_name_lists_the_shipped_names(tiles, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["Error: --init synthetc: no such model file, and not a name of the "
                      "shipped weights (synthetic)"]
+
+
+def test_weights_that_do_not_fit_are_a_model_file_error():
+    """A mismatch the named fields do not show is one clear line, not torch's paragraph."""
+    from dataclasses import replace
+
+    from geotiler.errors import ModelFileError
+
+    config = default_network()
+    other = build_generator(replace(config, ngf=16))
+    with pytest.raises(ModelFileError, match="its weights do not fit this run's network"):
+        init_weights(other, "synthetic", config)

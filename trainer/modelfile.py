@@ -223,14 +223,18 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     """Load a model file for inference; ModelFileError on anything wrong with it."""
     spec, state = read_model_file(path)
     net = build_generator(spec.model, init=False)
+    _load_state(net, state, f"{path}: weights do not fit the network in its spec")
+    return LoadedModel(net, spec, device)
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], context: str) -> None:
+    """``net.load_state_dict(state)``, strictly; ModelFileError ``context: <torch's first
+    line>`` when the tensors do not fit (torch's own message is a paragraph per tensor)."""
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise ModelFileError(
-            f"{path}: weights do not fit the network in its spec: {first}"
-        ) from None
-    return LoadedModel(net, spec, device)
+        raise ModelFileError(f"{context}: {first}") from None
 
 
 def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> ModelSpec:
@@ -246,7 +250,8 @@ def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> Model
     Returns the file's spec (its tiles' GSD and bands, for the caller's checks).
 
     Raises:
-        ModelFileError: the file is unreadable or not a geotiler model file.
+        ModelFileError: the file is unreadable or not a geotiler model file, or its weights
+            do not fit ``net`` in a way the named fields do not show.
         ConfigError: its network differs from ``config`` (one line naming the fields).
     """
     spec, state = read_model_file(resolve_init(path))
@@ -257,7 +262,7 @@ def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> Model
         hint = (" (the shipped weights are for 3-band tiles with footprint + contour masks "
                 "and the small U-Net)" if str(path) in PRETRAINED else "")
         raise ConfigError(f"--init {path} has another network: {', '.join(differ)}{hint}")
-    net.load_state_dict(state, strict=True)
+    _load_state(net, state, f"--init {path}: its weights do not fit this run's network")
     return spec
 
 
