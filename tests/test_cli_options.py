@@ -89,6 +89,17 @@ def test_bad_usage_is_one_line_that_names_the_help(tmp_path):
         assert help_hint in lines[0] and "Usage:" not in result.output
 
 
+def test_a_setting_out_of_its_range_names_the_help(tmp_path):
+    """geotiler's own range checks (not Click's) point to the help too."""
+    result = CliRunner().invoke(main, ["tile", str(tmp_path / "a.tif"), "-f",
+                                       str(tmp_path / "a.gpkg"), "-o", str(tmp_path / "t"),
+                                       "--size", "7"], prog_name="geotiler")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: --size must be between 16 and 8192 pixels, got 7 "
+                     "(see 'geotiler tile --help')"]
+
+
 def test_the_group_alone_still_shows_its_help():
     result = CliRunner().invoke(main, [])
     assert "Commands:" in result.output and "Error" not in result.output

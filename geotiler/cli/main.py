@@ -73,7 +73,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as err:
-            raise _BadSetting(str(err)) from None
+            raise _BadSetting(_with_help(str(err), ctx)) from None
         except click.UsageError as err:  # Click's usage block would bury the one line
             raise _one_line(err, ctx) from None
         except GeotilerError as err:
@@ -118,6 +118,15 @@ def _one_line(err: click.UsageError, group: click.Context) -> click.ClickExcepti
     else:
         path = " ".join(p for p in (group.command_path, group.invoked_subcommand) if p)
     return _BadSetting(f"{message} (see '{path} --help')")
+
+
+def _with_help(message: str, group: click.Context) -> str:
+    """A setting's own range or consistency error (``--size must be between 16 and 8192
+    pixels, got 7``) names the command's help, as Click's usage errors do; messages about
+    the data rather than an option are left as they are."""
+    if "--" not in message or not group.invoked_subcommand:
+        return message
+    return f"{message} (see '{group.command_path} {group.invoked_subcommand} --help')"
 
 
 def _debug_unraisable(unraisable: Any) -> None:
