@@ -148,6 +148,25 @@ def _truncated(raster: Path, out: Path) -> Path:
     return out
 
 
+def test_a_run_without_train_tiles_is_refused_and_empty_held_out_splits_are_said(
+        scene, tmp_path, caplog):
+    """Val and test are never filtered by content, so a selection that leaves no train
+    tile still kept tiles: that dataset can be neither trained on nor normalized. It is
+    refused naming the setting, and nothing is left; a scene too small for val and test
+    blocks is tiled with a warning that says so."""
+    raster, vector, _ = scene(width=600, height=400)
+    out = tmp_path / "tiles"
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
+                 "--block-tiles", "1", "--keep-empty", "0", "--min-building-fraction", "0.99")
+    assert_one_line_error(result, 1, "no train tile", "--min-building-fraction 0.99")
+    assert not out.exists()
+    result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(vector), "-o",
+                                       str(out), "--size", "256", "--block-tiles", "4"])
+    assert result.exit_code == 0, result.stderr
+    assert "WARNING: no val or test tile" in result.stderr
+    assert load_dataset_info(out).counts == {"train": 6, "val": 0, "test": 0}
+
+
 def _dataset_files(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file()}
@@ -309,8 +328,11 @@ def test_vector_problems(tmp_path, scene):
                  "--require-footprints")
     assert_one_line_error(result, 1, "no footprint", "overlaps")
     result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(far), "-o",
-                                       str(tmp_path / "d")])
+                                       str(tmp_path / "d"), "--keep-empty", "1"])
     assert result.exit_code == 0 and "no footprint" in result.stderr  # a warning only
+    # ... unless the empty-tile selection leaves nothing to train on
+    assert_one_line_error(run("tile", str(raster), "-f", str(far), "-o", str(tmp_path / "e"),
+                              "--keep-empty", "0"), 1, "no train tile", "--keep-empty 0")
 
 
 def test_invalid_polygons_are_repaired_and_counted(tmp_path):

@@ -116,3 +116,26 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
 
     kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
     return cv2.dilate(mask, kernel)
+
+
+def test_overlapping_real_clips_keep_their_splits_apart(tmp_path):
+    """gdl-new-brunswick's two clips cover some of the same ground: with 128 px tiles a
+    train tile of one clip once covered half of the other's only val tile. No kept tile may
+    now share ground with a tile of another split."""
+    import geopandas as gpd
+
+    folder = shared_scene("gdl-new-brunswick")
+    rasters = sorted(folder.glob("23322E759967N_clipped_1m_*of2.tif"))
+    out = tmp_path / "tiles"
+    result = CliRunner().invoke(main, [
+        "-q", "tile", *map(str, rasters), "-f",
+        str(folder / "DERIVED_BakerLake_2017_buildings_only.gpkg"), "-o", str(out),
+        "--size", "128", "--keep-empty", "1"])
+    assert result.exit_code == 0, result.output
+    index = gpd.read_file(out / "index.gpkg", layer="tiles")
+    assert index["source"].nunique() == 2
+    boxes = list(zip(index["split"], index.geometry, strict=True))
+    for split_a, a in boxes:
+        for split_b, b in boxes:
+            if split_a != split_b:
+                assert a.intersection(b).area <= 1e-3 * a.area, (split_a, split_b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -20,7 +21,7 @@ from geotiler.errors import ConfigError
 from geotiler.io import RasterInfo, ground_gsd, read_window
 from geotiler.tiles.config import TileConfig
 from geotiler.tiles.contours import draw_contours
-from geotiler.tiles.grid import assign_splits, make_grid
+from geotiler.tiles.grid import assign_splits, guard_raster_overlaps, make_grid
 from geotiler.tiles.masks import rasterize_labels, strip_masks, tile_masks
 from geotiler.tiles.task import tile_strips
 
@@ -232,6 +233,70 @@ def test_overlapping_tiles_never_fall_in_different_splits(rows, cols, overlap, s
         for r2, c2 in kept:
             if labels[r2, c2] != labels[r, c]:
                 assert b1.intersection(shapely.box(*grid.bounds(r2, c2))).area < 1e-6
+
+
+def _kept_boxes(grid, labels, to_crs=None):
+    boxes = []
+    for r in range(grid.rows):
+        for c in range(grid.cols):
+            if labels[r, c]:
+                box = shapely.box(*grid.bounds(r, c))
+                if to_crs is not None:
+                    box = shapely.transform(shapely.segmentize(box, 10.0), to_crs)
+                boxes.append((labels[r, c], box))
+    return boxes
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dx=st.integers(-900, 900),
+    dy=st.integers(-900, 900),
+    overlap=st.sampled_from([0, 128]),
+    seed=st.integers(0, 5),
+)
+def test_overlapping_rasters_never_share_ground_across_splits(dx, dy, overlap, seed):
+    """Two rasters covering some of the same ground (clips of one scene): no kept tile of
+    one overlaps a kept tile of the other in another split (the README's 'no pixel is in
+    two splits'), and nothing is dropped where they do not overlap."""
+    config = TileConfig(size=256, overlap=overlap, seed=seed, block_tiles=1)
+    a = make_grid(fake_info(1200, 1100), config)
+    info_b = fake_info(1000, 900)
+    info_b = dataclasses.replace(info_b, transform=info_b.transform * Affine.translation(dx, dy))
+    b = make_grid(info_b, config)
+    crs = CRS.from_epsg(32633)
+    labels = assign_splits([("a", a), ("b", b)], config)
+    guarded = guard_raster_overlaps([(a, crs), (b, crs)], labels)
+    kept_a, kept_b = _kept_boxes(a, guarded[0]), _kept_boxes(b, guarded[1])
+    for split_a, box_a in kept_a:
+        for split_b, box_b in kept_b:
+            if split_a != split_b:
+                assert box_a.intersection(box_b).area <= 1e-3 * box_a.area
+    if abs(dx) >= 1200 * 2 or abs(dy) >= 1100 * 2:  # 0.5 m pixels: apart on the ground
+        assert all((g == lab).all() for g, lab in zip(guarded, labels, strict=True))
+
+
+def test_overlapping_rasters_in_two_crs_are_guarded():
+    """The same check when the second raster is in another CRS (compared after
+    reprojection): a UTM raster and a web-mercator copy of the same ground."""
+    from pyproj import Transformer
+
+    config = TileConfig(size=128, seed=1, block_tiles=1)
+    info_a = fake_info(800, 800)
+    utm, merc = CRS.from_epsg(32633), CRS.from_epsg(3857)
+    to_merc = Transformer.from_crs(utm, merc, always_xy=True)
+    x0, y0 = to_merc.transform(info_a.transform.c + 100, info_a.transform.f - 100)
+    info_b = dataclasses.replace(info_a, crs=merc, transform=Affine(0.7, 0, x0, 0, -0.7, y0))
+    a, b = make_grid(info_a, config), make_grid(info_b, config)
+    labels = assign_splits([("a", a), ("b", b)], config)
+    guarded = guard_raster_overlaps([(a, utm), (b, merc)], labels)
+    to_utm = Transformer.from_crs(merc, utm, always_xy=True)
+    kept_b = _kept_boxes(b, guarded[1], lambda xy: np.column_stack(
+        to_utm.transform(xy[:, 0], xy[:, 1])))
+    assert kept_b  # the guard drops some tiles, not all
+    for split_a, box_a in _kept_boxes(a, guarded[0]):
+        for split_b, box_b in kept_b:
+            if split_a != split_b:
+                assert box_a.intersection(box_b).area <= 2e-3 * box_a.area
 
 
 def test_split_is_deterministic_and_follows_fractions():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from geotiler.errors import ConfigError
@@ -159,6 +160,58 @@ def assign_splits(
         codes = _guard_overlaps(codes, reach=math.ceil(config.size / config.stride) - 1)
         labels = np.array(["", *SPLITS], dtype=object)[codes + 1]
         result.append(labels)
+    return result
+
+
+def guard_raster_overlaps(
+    grids: Sequence[tuple[TileGrid, CRS]], labels: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Where the rasters of one dataset overlap, keep the splits apart across rasters too.
+
+    :func:`assign_splits` deals blocks per raster, so where two rasters cover the same
+    ground (overlapping clips, a mosaic and its parts) a train tile of one could cover a
+    test tile of the other. Every kept tile that shares more than 0.1 % of its area (less
+    than a one-pixel strip along an edge) with a kept tile of another raster in a
+    higher-priority split is dropped (train < val < test), as within one raster. Tiles of
+    rasters in other CRSs are compared in the first raster's CRS (edges densified before
+    reprojecting). ``labels`` are :func:`assign_splits`' arrays; returns new ones.
+    """
+    if len(grids) < 2:
+        return list(labels)
+    import shapely
+    from pyproj import Transformer
+
+    common = grids[0][1]
+    boxes, owner, flat, codes = [], [], [], []
+    for index, ((grid, crs), names) in enumerate(zip(grids, labels, strict=True)):
+        rows, cols = np.indices(grid.shape)
+        left = grid.origin[0] + cols.ravel() * grid.stride * grid.pixel[0]
+        top = grid.origin[1] - rows.ravel() * grid.stride * grid.pixel[1]
+        right = left + grid.size * grid.pixel[0]
+        bottom = top - grid.size * grid.pixel[1]
+        polys = shapely.box(left, bottom, right, top)
+        if crs != common:
+            to_common = Transformer.from_crs(crs, common, always_xy=True)
+            polys = shapely.transform(
+                shapely.segmentize(polys, grid.size * grid.pixel[0] / 8),
+                lambda xy, t=to_common: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+        boxes.append(polys)
+        owner.append(np.full(polys.size, index))
+        flat.append(np.arange(polys.size))
+        codes.append(np.array([_PRIORITY.get(n, -1) for n in names.ravel()], dtype=np.int8))
+    all_boxes, all_owner = np.concatenate(boxes), np.concatenate(owner)
+    all_flat, all_codes = np.concatenate(flat), np.concatenate(codes)
+    kept = np.flatnonzero(all_codes >= 0)
+    tree = shapely.STRtree(all_boxes[kept])
+    a, b = tree.query(all_boxes[kept], predicate="intersects")
+    a, b = kept[a], kept[b]
+    pairs = (all_owner[a] != all_owner[b]) & (all_codes[a] < all_codes[b])
+    a, b = a[pairs], b[pairs]
+    shared = shapely.area(shapely.intersection(all_boxes[a], all_boxes[b]))
+    drop = np.unique(a[shared > 1e-3 * shapely.area(all_boxes[a])])
+    result = [np.array(names, dtype=object, copy=True) for names in labels]
+    for k in drop:
+        result[all_owner[k]].ravel()[all_flat[k]] = ""
     return result
 
 

@@ -31,7 +31,7 @@ from geotiler.errors import InputError
 from geotiler.io import RasterInfo, describe_remote, open_raster_info, source_digest, source_label
 from geotiler.styles import add_layer_style, index_qml, index_sld
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
-from geotiler.tiles.grid import TileGrid, assign_splits, make_grid
+from geotiler.tiles.grid import TileGrid, assign_splits, guard_raster_overlaps, make_grid
 from geotiler.tiles.outdir import discard_dataset, prepare_output, record_digests, source_digests
 from geotiler.tiles.schema import (
     DATASET_FILE,
@@ -150,6 +150,8 @@ def plan_tiling(
 
     grids = [make_grid(info, config) for info in infos]
     splits = assign_splits([(i.name, g) for i, g in zip(infos, grids, strict=True)], config)
+    splits = guard_raster_overlaps([(g, i.crs) for i, g in zip(infos, grids, strict=True)],
+                                   splits)
     shard_dir = Path(out_dir) / SHARD_DIR
     pad = config.contour_width + 1
     counters = dict.fromkeys(SPLITS, 0)
@@ -200,8 +202,9 @@ def plan_tiling(
                       footprints_layer, footprints_where)
 
 
-def no_tiles_error(plan: TilingPlan) -> InputError:
-    """Why a run kept no tile, for the one-line error that ends it."""
+def no_tiles_error(plan: TilingPlan, split: str | None = None) -> InputError:
+    """Why a run kept no tile (``split``: no tile of that split), for the one-line error
+    that ends it."""
     report, config = plan.report, plan.config
     causes = [
         (report.skipped_nodata, f"{report.skipped_nodata} had more than --max-nodata "
@@ -214,7 +217,8 @@ def no_tiles_error(plan: TilingPlan) -> InputError:
     ]
     found = [text for count, text in sorted(causes, key=lambda c: -c[0]) if count]
     sources = ", ".join(str(info.path) for info in plan.rasters)
-    return InputError(f"no tile of {sources} was kept: " + ("; ".join(found) or "none planned")
+    what = f"no {split} tile" if split else "no tile"
+    return InputError(f"{what} of {sources} was kept: " + ("; ".join(found) or "none planned")
                       + "; nothing was written")
 
 
@@ -250,6 +254,16 @@ def finish_dataset(
         raise no_tiles_error(plan)
     for split in SPLITS:
         report.tiles[split] = sum(1 for r in records if r["split"] == split)
+    if plan.config.split[0] > 0 and not report.tiles["train"]:
+        # Nothing to train on, and no band statistics to normalize with.
+        discard_dataset(out)
+        raise no_tiles_error(plan, "train")
+    empty = [s for s, f in zip(SPLITS[1:], plan.config.split[1:], strict=True)
+             if f > 0 and not report.tiles[s]]
+    if empty:
+        log.warning("no %s tile: the rasters hold too few split blocks of --block-tiles %d "
+                    "(%d tiles kept); use a smaller --block-tiles, or hold out a whole scene "
+                    "instead", " or ".join(empty), plan.config.block_tiles, len(records))
     report.buildings = sum(r["building_count"] for r in records)
     _write_index(out / INDEX_FILE, plan, records)
 
