@@ -211,7 +211,8 @@ def test_a_band_count_other_than_the_models_is_refused_unless_bands_are_picked(t
     out = tmp_path / "p" / "b.gpkg"
     line = error_line(run("predict", str(raster), "-m", str(model), "-o", str(out),
                           "--device", "cpu"), 1)
-    assert "4 band(s)" in line and "takes 3" in line and "--bands" in line
+    # the hint picks the model's bands by the raster's own band names, not the first three
+    assert "4 band(s)" in line and "takes 3" in line and "--bands 3,2,1" in line
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
     result = run("predict", str(raster), "-m", str(model), "-o", str(out), "--device", "cpu",
                  "--bands", "3,2,1")  # R, G, B: as the model was trained
@@ -221,6 +222,7 @@ def test_a_band_count_other_than_the_models_is_refused_unless_bands_are_picked(t
                  "--bands", "1,2,3", "--overwrite")  # B, G, R: names differ, a warning
     assert result.exit_code == 0, result.stderr
     assert "WARNING" in result.stderr and "'blue', 'green', 'red'" in result.stderr
+    assert "--bands 3,2,1 picks them by name" in result.stderr
     line = error_line(run("predict", str(raster), "-m", str(model), "-o", str(out),
                           "--device", "cpu", "--bands", "1,2", "--overwrite"), 1)
     assert "--bands gives 2" in line

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def choose_bands(path: Path | str, model: ModelInfo,
                 "(predict on imagery with the bands the model was trained on)"
             )
         if len(usable) != len(model.bands) or max(model.bands) > count:
-            example = ",".join(str(b) for b in usable[: len(model.bands)])
+            matching = _bands_by_name(names, model.band_names)
+            example = ",".join(str(b) for b in matching or usable[: len(model.bands)])
             raise ModelFileError(
                 f"{path} has {len(usable)} band(s) [{have}] but {model.name} takes "
                 f"{len(model.bands)} [{want}]; pick the raster's bands in the model's order "
@@ -136,10 +138,27 @@ def choose_bands(path: Path | str, model: ModelInfo,
         chosen = tuple(bands)
     given = [names[b - 1].lower() for b in chosen]
     if given != [n.lower() for n in model.band_names]:
-        log.warning("%s: bands %s are named %s but %s was trained on %s; check --bands",
+        matching = _bands_by_name(names, model.band_names)
+        hint = (f"--bands {','.join(map(str, matching))} picks them by name" if matching
+                else "check --bands")
+        log.warning("%s: bands %s are named %s but %s was trained on %s; %s",
                     path, list(chosen), [names[b - 1] for b in chosen], model.name,
-                    list(model.band_names))
+                    list(model.band_names), hint)
     return tuple(chosen)
+
+
+def _bands_by_name(names: Sequence[str], wanted: Sequence[str]) -> list[int] | None:
+    """1-based band numbers of ``names`` (the raster's descriptions or colour
+    interpretations) that carry the ``wanted`` names in order (case-insensitive), e.g.
+    [3, 2, 1] for an RGB model on a blue, green, red raster; None unless every name is
+    found once."""
+    lowered = [n.lower() for n in names]
+    found = []
+    for name in wanted:
+        if lowered.count(name.lower()) != 1:
+            return None
+        found.append(lowered.index(name.lower()) + 1)
+    return found
 
 
 def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: PredictConfig,
