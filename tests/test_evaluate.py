@@ -47,6 +47,21 @@ def test_perfect_prediction_scores_one(tmp_path):
     assert p.tp == sum((c1 - c0) * (r1 - r0) for c0, r0, c1, r1 in BOXES)
 
 
+def test_a_mask_is_scored_per_component_and_names_predicts_polygons(tmp_path):
+    """Two touching boxes in a mask are one building (its connected component); the report
+    says so, and names predict's polygons beside the mask, which hold them apart."""
+    touching = [(10, 10, 40, 30), (40, 10, 70, 30)]
+    truth = truth_gpkg(tmp_path / "t.gpkg", touching)
+    report = evaluate(mask_tif(tmp_path / "b_mask.tif", touching), truth)
+    assert report.buildings.predicted == 1 and report.buildings.truth == 2
+    assert any("connected components" in n for n in report.notes)
+    assert not any("b.gpkg" in n for n in report.notes)
+    write_footprints(tmp_path / "b.gpkg", [pixel_box(*b) for b in touching], "EPSG:32633")
+    report = evaluate(tmp_path / "b_mask.tif", truth)
+    assert any(str(tmp_path / "b.gpkg") in n for n in report.notes)
+    assert evaluate(tmp_path / "b.gpkg", truth).buildings.matched == 2
+
+
 def test_empty_prediction_scores_zero_without_crashing(tmp_path):
     report = evaluate(mask_tif(tmp_path / "m.tif", []), truth_gpkg(tmp_path / "t.gpkg"))
     p, b = report.pixels, report.buildings

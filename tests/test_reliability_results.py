@@ -301,12 +301,13 @@ def test_footprints_edited_in_place_are_not_reused(tmp_path):
 def test_evaluate_refuses_a_raster_that_is_not_a_binary_mask(tmp_path):
     raster, vector = boxes_scene(tmp_path, 128, 128)
     line = error_line(run("evaluate", str(raster), str(vector)), 1)  # an RGB image
-    assert "3 bands" in line and "scene_mask.tif" in line
+    # no mask lies beside it: the message names the kind of file, not one that is not there
+    assert "3 bands" in line and "{stem}_mask.tif" in line and "scene_mask.tif" not in line
     probs = np.linspace(0, 255, 128 * 128).reshape(1, 128, 128).astype(np.uint8)
     prob = write_raster(tmp_path / "b_prob.tif", probs)  # a one-channel probability map
-    line = error_line(run("evaluate", str(prob), str(vector)), 1)
-    assert "binary" in line and "b_mask.tif" in line
     mask = write_raster(tmp_path / "b_mask.tif", (probs > 127).astype(np.uint8))
+    line = error_line(run("evaluate", str(prob), str(vector)), 1)
+    assert "binary" in line and str(mask) in line  # predict's mask beside it is named
     assert run("evaluate", str(mask), str(vector)).exit_code == 0
 
 

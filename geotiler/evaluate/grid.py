@@ -83,11 +83,12 @@ def open_grid(path: Path | str, is_mask: bool) -> Grid:
 def not_a_mask(path: Path | str, why: str) -> InputError:
     """The error for a PRED raster that is not a building mask, suggesting predict's."""
     path = Path(path)
-    stem = path.stem.removesuffix("_prob")
+    mask = path.with_name(f"{path.stem.removesuffix('_prob')}_mask.tif")
+    which = (f"the mask geotiler predict wrote beside it, {mask}," if mask.exists()
+             else "the mask geotiler predict writes ({stem}_mask.tif)")
     return InputError(
-        f"PRED {path} is not a single-band binary building mask ({why}); give the mask "
-        f"that geotiler predict writes, {path.with_name(f'{stem}_mask.tif')}, or its "
-        "polygons (.gpkg)"
+        f"PRED {path} is not a single-band binary building mask ({why}); give {which} "
+        "or its polygons (.gpkg)"
     )
 
 

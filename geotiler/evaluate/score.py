@@ -57,6 +57,11 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         check_binary_mask(grid, block)
         crs = grid.crs
         pred_geoms = mask_polygons(grid, block, halo)
+        polygons = pred_path.with_name(f"{pred_path.stem.removesuffix('_mask')}.gpkg")
+        notes.append("building scores count the mask's connected components (touching "
+                     "buildings are one)" + (f"; {polygons} holds predict's separated "
+                                             "buildings: evaluate it for theirs"
+                                             if polygons.exists() else ""))
         if raster is not None:
             notes.append("PRED is a mask: --raster is not needed and was ignored")
     else:
