@@ -135,7 +135,11 @@ def test_other_settings_into_existing_dataset_need_overwrite(scene, tmp_path):
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128")
     assert result.exit_code == 0
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64")
-    assert_one_line_error(result, 1, "other settings", "--overwrite")
+    assert_one_line_error(result, 1, "other settings", "--overwrite", "--size 128 -> 64")
+    result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "128",
+                 "--footprints-where", "id >= 0")  # what differs is named, setting by setting
+    assert_one_line_error(result, 1, "--footprints-where (none) -> 'id >= 0'")
+    assert "--size" not in result.stderr
     result = run("tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "64",
                  "--overwrite")
     assert result.exit_code == 0 and load_dataset_info(out).tile_size == 64

@@ -82,6 +82,38 @@ class OutputPlan:
     fresh: bool = True
 
 
+def fingerprint_changes(old: Any, new: dict[str, Any]) -> list[str]:
+    """What differs between an earlier run's fingerprint and this one's, in the terms of
+    the options that set it: ``--size 128 -> 64``, ``--footprints-where 'a' -> 'b'``, ``the
+    rasters``; empty when ``old`` is missing or unreadable."""
+    if not isinstance(old, dict):
+        return []
+    found = []
+    old_config, new_config = old.get("config") or {}, new.get("config") or {}
+    for key in sorted(set(old_config) | set(new_config)):
+        if old_config.get(key) != new_config.get(key):
+            found.append(f"--{key.replace('_', '-')} {_shown(old_config.get(key))} -> "
+                         f"{_shown(new_config.get(key))}")
+    if old.get("sources") != new.get("sources"):
+        found.append("the rasters (paths, sizes or ETags)")
+    old_fp, new_fp = old.get("footprints") or {}, new.get("footprints") or {}
+    if (old_fp.get("path"), old_fp.get("size")) != (new_fp.get("path"), new_fp.get("size")):
+        found.append("the footprints file")
+    for key in ("layer", "where"):
+        if old_fp.get(key) != new_fp.get(key):
+            found.append(f"--footprints-{key} {_shown(old_fp.get(key))} -> "
+                         f"{_shown(new_fp.get(key))}")
+    return found
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
                    digests: Callable[[], Digests] | None = None) -> OutputPlan:
     """Make ``out_dir`` ready and say where the run writes (:class:`OutputPlan`).
@@ -115,6 +147,9 @@ def prepare_output(out_dir: Path | str, plan: TilingPlan, *, overwrite: bool,
         fresh = False
         previous = _read_json(config_path) or {}
         changed = "other settings or inputs"
+        differences = fingerprint_changes(previous.get("fingerprint"), fingerprint)
+        if differences:
+            changed = f"other settings or inputs ({'; '.join(differences)})"
         if previous.get("fingerprint") == fingerprint and not overwrite:
             hashes = (digests or (lambda: source_digests(plan)))()
             recorded = previous.get("sha256")
