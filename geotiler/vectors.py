@@ -212,8 +212,9 @@ def load_footprints(path: Path | str, *, layer: str | None = None, where: str | 
 
     Raises:
         InputError: the file is missing, unreadable, without CRS, has no such layer,
-            several polygon layers and none named, a filter OGR rejects, or no polygons.
-        ConfigError: ``layer``/``where`` given for GeoParquet.
+            several polygon layers and none named, or no polygons.
+        ConfigError: ``layer``/``where`` given for GeoParquet, or a ``where`` that OGR's
+            SQL parser rejects (exit 2, like any bad option).
     """
 
     path = Path(path)
@@ -225,8 +226,13 @@ def load_footprints(path: Path | str, *, layer: str | None = None, where: str | 
     except ConfigError:
         raise
     except Exception as err:  # pyogrio/fiona raise many types; the message is what matters
+        text = first_line(err)
+        if where and "SQL" in text:  # OGR's own statement is noise: keep its complaint
+            option = layer_option.removesuffix("-layer") + "-where"
+            raise ConfigError(f"{option} {where!r} is not an OGR SQL filter of {path}: "
+                              f"{text.partition(f'{where}: ')[2] or text}") from None
         hint = f" (filter {where!r})" if where else ""
-        raise InputError(f"cannot read {what} {path}{hint}: {first_line(err)}") from None
+        raise InputError(f"cannot read {what} {path}{hint}: {text}") from None
     if frame.crs is None or not has_georeferenced_crs(frame.crs):
         raise InputError(
             f"{what} {path} have no CRS ({crs_name(frame.crs)}); set one, e.g. "

@@ -156,11 +156,19 @@ def test_several_polygon_layers_need_a_name(raster, two_layers, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["buildings"]["truth"] == len(BOXES)
 
 
-def test_a_filter_ogr_rejects_or_that_matches_nothing_is_one_line(two_layers):
-    with pytest.raises(InputError, match="filter 'no_such_field = 1'"):
+def test_a_filter_ogr_rejects_or_that_matches_nothing_is_one_line(raster, two_layers,
+                                                                  tmp_path):
+    # a bad filter is a bad option: named, with OGR's complaint but not its whole statement
+    with pytest.raises(ConfigError, match=r"--footprints-where 'no_such_field = 1' is not an "
+                       r"OGR SQL filter of .*: no such column: no_such_field$"):
         load_footprints(two_layers, layer="buildings", where="no_such_field = 1")
     with pytest.raises(InputError, match="no features matching \"kind = 'barn'\""):
         load_footprints(two_layers, layer="buildings", where="kind = 'barn'")
+    result = run("tile", str(raster), "-f", str(two_layers), "-o", str(tmp_path / "t"),
+                 "--footprints-layer", "buildings", "--footprints-where", "kind ==== 'x'")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "SELECT" not in lines[0]
+    assert "syntax error (see '" in lines[0] and "tile --help')" in lines[0]
 
 
 def test_geoparquet_footprints(raster, tmp_path):
