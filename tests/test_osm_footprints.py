@@ -81,6 +81,10 @@ def test_osm_extract_gives_its_buildings_only(raster, osm_file, tmp_path):
     info = json.loads((out / "dataset.json").read_text())
     assert info["buildings"] >= len(BOXES)  # parts: a building cut by a tile edge counts twice
     assert info["footprints"]["outside_rasters"] == 0
+    # dataset.json says how they were read (the OSM defaults) and where from, absolutely
+    assert info["footprints"]["layer"] == "multipolygons"
+    assert info["footprints"]["where"] == "building IS NOT NULL"
+    assert info["footprints"]["path"] == str(osm_file.resolve())
     # the park (not a building) leaves no footprint pixels: its tile's building fraction is 0
     index = gpd.read_file(out / "index.gpkg", layer="tiles")
     park_tile = index[(index.row == 0) & (index.col == 2)]

@@ -41,7 +41,7 @@ from geotiler.tiles.schema import (
 )
 from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
-from geotiler.vectors import GPKG_OPTIONS, load_footprints
+from geotiler.vectors import GPKG_OPTIONS, OSM_BUILDINGS, OSM_LAYER, is_osm, load_footprints
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,15 @@ def plan_tiling(
                       footprints_layer, footprints_where)
 
 
+def _read_selection(plan: TilingPlan) -> dict[str, str]:
+    """The layer and filter the footprints were read with, the OSM defaults included
+    (``--footprints-layer``/``--footprints-where`` as given are in the fingerprint)."""
+    chosen = plan.footprints_selection()
+    if is_osm(plan.footprints_path) and "layer" not in chosen:  # as read_vector does
+        chosen = {"layer": OSM_LAYER, "where": chosen.get("where", OSM_BUILDINGS)}
+    return chosen
+
+
 def no_tiles_error(plan: TilingPlan, split: str | None = None) -> InputError:
     """Why a run kept no tile (``split``: no tile of that split), for the one-line error
     that ends it."""
@@ -302,10 +311,10 @@ def finish_dataset(
             "geotiler_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "footprints": {
-                "path": str(plan.footprints_path),
+                "path": str(plan.footprints_path.resolve()),
                 "size_bytes": plan.footprints_path.stat().st_size,
                 "sha256": digests[plan.footprints_path],
-                **plan.footprints_selection(),
+                **_read_selection(plan),
                 "repaired": report.invalid_repaired,
                 "outside_rasters": report.footprints_outside,
             },
