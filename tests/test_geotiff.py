@@ -49,6 +49,16 @@ def test_gdal_reads_georeferencing_pixels_and_mask(crs: CRS, compress: str) -> N
         np.testing.assert_array_equal(got_valid, valid)
 
 
+def test_band_names_are_gdal_band_descriptions() -> None:
+    """Mask members name their channels (QGIS and rasterio show footprint / contour);
+    names needing XML escapes survive."""
+    encoder = GeoTiffEncoder(CRS.from_epsg(32633), band_names=("footprint", "contour <&>"))
+    data = encoder.encode(np.zeros((2, 16, 16), np.uint8), Affine(1, 0, 0, 0, -1, 0))
+    with MemoryFile(data) as memfile, memfile.open() as src:
+        assert src.descriptions == ("footprint", "contour <&>")
+    assert decode(data)[0].shape == (2, 16, 16)
+
+
 def test_all_valid_tiles_carry_no_mask_and_decode_valid() -> None:
     encoder = GeoTiffEncoder(CRS.from_epsg(32633))
     array = np.full((2, 32, 32), 9, np.uint8)

@@ -32,7 +32,7 @@ from rasterio.io import MemoryFile
 
 from geotiler.tiles.config import COMPRESSIONS
 
-# TIFF tag codes (baseline TIFF 6.0, GeoTIFF 1.1 and GDAL's private nodata tag)
+# TIFF tag codes (baseline TIFF 6.0, GeoTIFF 1.1 and GDAL's private metadata and nodata tags)
 NEW_SUBFILE_TYPE = 254
 IMAGE_WIDTH = 256
 IMAGE_LENGTH = 257
@@ -53,6 +53,7 @@ MODEL_TRANSFORMATION = 34264
 GEO_KEY_DIRECTORY = 34735
 GEO_DOUBLE_PARAMS = 34736
 GEO_ASCII_PARAMS = 34737
+GDAL_METADATA = 42112
 GDAL_NODATA = 42113
 _GEOKEY_TAGS = (GEO_KEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS)
 
@@ -149,6 +150,7 @@ class GeoTiffEncoder:
     crs: CRS
     compress: str = "zstd"
     nodata: float | None = None
+    band_names: tuple[str, ...] = ()
     _fixed_tags: list[Tag] = field(init=False, repr=False)
     _layout_tags: dict[tuple[int, int, int, str], list[Tag]] = field(
         init=False, repr=False, default_factory=dict)
@@ -161,6 +163,9 @@ class GeoTiffEncoder:
         self._fixed_tags = geokey_tags(self.crs)
         if self.nodata is not None:
             self._fixed_tags.append(Tag.of(GDAL_NODATA, _ASCII, _nodata_text(self.nodata)))
+        if self.band_names:
+            self._fixed_tags.append(Tag.of(GDAL_METADATA, _ASCII,
+                                           _band_descriptions(self.band_names)))
 
     def encode(
         self, array: np.ndarray, transform: Affine, valid: np.ndarray | None = None
@@ -314,6 +319,16 @@ def _placement_tags(transform: Affine) -> list[Tag]:
         1.0,
     )
     return [Tag.of(MODEL_TRANSFORMATION, _DOUBLE, matrix)]
+
+
+def _band_descriptions(names: Sequence[str]) -> str:
+    """GDAL's metadata XML naming each band (what ``GDALSetDescription`` writes): QGIS and
+    rasterio show the names (``descriptions``). Escaped twice, as GDAL writes it."""
+    from xml.sax.saxutils import escape
+
+    items = "".join(f'<Item name="DESCRIPTION" sample="{i}" role="description">'
+                    f"{escape(escape(name))}</Item>" for i, name in enumerate(names))
+    return f"<GDALMetadata>{items}</GDALMetadata>"
 
 
 def _nodata_text(value: float) -> str:

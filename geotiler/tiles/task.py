@@ -203,8 +203,9 @@ class _StripCutter:
         self.pad = config.contour_width + 1
         self.resampling = resampling_for(spec.grid, info)
         self.image_encoder = GeoTiffEncoder(info.crs, compress=config.compress,
-                                            nodata=info.nodata)
-        self.mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress)
+                                            nodata=info.nodata, band_names=info.band_names)
+        self.mask_encoder = GeoTiffEncoder(info.crs, compress=config.compress,
+                                           band_names=tuple(config.mask_channels))
         self.extent = raster_extent_px(spec.grid, info)
 
     def cut(self, src: rasterio.DatasetReader, row: int, cols: list[int]) -> _StripResult:
