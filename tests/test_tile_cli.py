@@ -167,7 +167,7 @@ def test_a_run_without_train_tiles_is_refused_and_empty_held_out_splits_are_said
     result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(vector), "-o",
                                        str(out), "--size", "256", "--block-tiles", "4"])
     assert result.exit_code == 0, result.stderr
-    assert "WARNING: no val or test tile" in result.stderr
+    assert "WARNING: no val or test tile was kept" in result.stderr
     assert load_dataset_info(out).counts == {"train": 6, "val": 0, "test": 0}
 
 

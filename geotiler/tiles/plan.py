@@ -270,9 +270,11 @@ def finish_dataset(
     empty = [s for s, f in zip(SPLITS[1:], plan.config.split[1:], strict=True)
              if f > 0 and not report.tiles[s]]
     if empty:
-        log.warning("no %s tile: the rasters hold too few split blocks of --block-tiles %d "
-                    "(%d tiles kept); use a smaller --block-tiles, or hold out a whole scene "
-                    "instead", " or ".join(empty), plan.config.block_tiles, len(records))
+        log.warning("no %s tile was kept (%d tiles in all): a split block is %d x %d tiles "
+                    "(--block-tiles), too big for this scene, or the held-out tiles were "
+                    "dropped; use a smaller --block-tiles, or hold out a whole scene instead",
+                    " or ".join(empty), len(records), plan.config.block_tiles,
+                    plan.config.block_tiles)
     report.buildings = sum(r["building_count"] for r in records)
     _write_index(out / INDEX_FILE, plan, records)
 
