@@ -10,7 +10,9 @@ Every wrong pixel gets one kind:
   building (a tree, a car park, a shadow taken for a roof);
 * **missed building**: a false negative in a true building that no predicted pixel touches;
 * **edge**: any other wrong pixel within ``--edge`` metres of the true outline (the outline
-  drawn too far out or too far in, a footprint offset from its roof);
+  drawn too far out or too far in, a footprint offset from its roof;
+  :func:`geotiler.metrics.edge_band`, whose share of all wrong pixels ``geotiler evaluate``
+  reports);
 * **other**: the rest (a roof half missed, a prediction spilling far past its building).
 
 For each kind it prints the pixels and the pixel IoU the area would have if those pixels
@@ -36,6 +38,8 @@ import rasterio
 from rasterio import features
 from scipy import ndimage
 
+from geotiler.metrics import edge_band
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import find_scene_files
 
@@ -57,11 +61,7 @@ def error_kinds(pred: np.ndarray, truth: np.ndarray, edge_px: float
     fp, fn = pred & ~truth, truth & ~pred
     false_detection = fp & ~pred_hit[pred_labels]
     missed = fn & ~truth_hit[truth_labels]
-    # Distance (px) of every pixel to the true outline: to the nearest truth pixel from
-    # outside, to the nearest background pixel from inside.
-    distance = np.where(truth, ndimage.distance_transform_edt(truth),
-                        ndimage.distance_transform_edt(~truth))
-    near = distance <= edge_px + 0.5
+    near = edge_band(truth, edge_px)  # the band `geotiler evaluate` counts too
     fp_rest, fn_rest = fp & ~false_detection, fn & ~missed
     none = np.zeros_like(pred)
     return {"false detection": (false_detection, none), "missed building": (none, missed),

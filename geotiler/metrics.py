@@ -173,6 +173,27 @@ def _distance_to(points: np.ndarray) -> np.ndarray:
     )
 
 
+def edge_band(truth: np.ndarray, width_px: float) -> np.ndarray:
+    """(H,W) bool: the pixels within ``width_px`` (Euclidean, px) of the true outline, on
+    either side: background pixels whose nearest building pixel, and building pixels whose
+    nearest background pixel, is at most ``width_px`` + 0.5 away (``width_px`` 1: one ring
+    each side). The array edge is not an outline.
+
+    Where an outline drawn a pixel off (a footprint misregistered from its roof, a blurred
+    edge) puts its wrong pixels: ``geotiler evaluate`` reports the share of wrong pixels in
+    this band, ``benchmarks/error_budget.py`` its cost in IoU.
+    """
+    t = np.asarray(truth, dtype=bool)
+    if t.all() or not t.any():
+        return np.zeros(t.shape, dtype=bool)
+    # cv2: each non-zero pixel's distance to the nearest zero pixel
+    to_background = cv2.distanceTransform(t.astype(np.uint8), cv2.DIST_L2,
+                                          cv2.DIST_MASK_PRECISE)
+    to_building = cv2.distanceTransform((~t).astype(np.uint8), cv2.DIST_L2,
+                                        cv2.DIST_MASK_PRECISE)
+    return np.where(t, to_background, to_building) <= width_px + 0.5
+
+
 def boundary_counts(
     pred: np.ndarray, truth: np.ndarray, tolerance_px: float, valid: np.ndarray | None = None
 ) -> BoundaryCounts:

@@ -62,6 +62,38 @@ def test_a_mask_is_scored_per_component_and_names_predicts_polygons(tmp_path):
     assert evaluate(tmp_path / "b.gpkg", truth).buildings.matched == 2
 
 
+def test_edge_band_is_one_ring_each_side_per_pixel_of_width():
+    from geotiler.metrics import edge_band
+
+    truth = np.zeros((12, 12), bool)
+    truth[3:9, 3:9] = True
+    band = edge_band(truth, 1.0)
+    assert band[3:9, 3:9].sum() == 36 - 16  # the outer ring of the 6 x 6 house
+    assert band[2:10, 2:10].sum() - band[3:9, 3:9].sum() == 64 - 36  # one ring outside
+    assert not band[:2].any() and not band[4:8, 4:8].any()
+    assert not edge_band(truth, 0.0).any() and not edge_band(np.zeros((4, 4), bool), 2).any()
+
+
+def test_errors_are_sorted_into_edges_false_detections_and_misses(tmp_path):
+    """Outlines one pixel off are all edge errors; a blob far from any house is a false
+    detection and a house nothing touches is missed, and neither is an edge error."""
+    truth = truth_gpkg(tmp_path / "t.gpkg")
+    shifted = [(c0 + 1, r0, c1 + 1, r1) for c0, r0, c1, r1 in BOXES]
+    report = evaluate(mask_tif(tmp_path / "a.tif", shifted), truth)  # 0.5 m px, 1 m tolerance
+    p, b = report.pixels, report.buildings
+    assert p is not None and p.fp + p.fn > 0 and p.edge_errors == p.fp + p.fn
+    assert (b.false_detections, b.missed) == (0, 0)
+    blob, kept = (150, 10, 170, 30), shifted[:3]  # BOXES[3] is missed
+    report = evaluate(mask_tif(tmp_path / "b.tif", [*kept, blob]), truth)
+    p, b = report.pixels, report.buildings
+    assert (b.false_detections, b.missed) == (1, 1)
+    # not edge errors: the whole blob (far from any outline) and the missed 40 x 30 px house
+    # less its two inner rings (1 m = 2 px here)
+    assert p.fp + p.fn - p.edge_errors == 20 * 20 + (40 - 4) * (30 - 4)
+    assert 0 < p.edge_error_share < 1
+    assert "wrong pixels within 1 m of a true outline" in report.format_table()
+
+
 def test_empty_prediction_scores_zero_without_crashing(tmp_path):
     report = evaluate(mask_tif(tmp_path / "m.tif", []), truth_gpkg(tmp_path / "t.gpkg"))
     p, b = report.pixels, report.buildings

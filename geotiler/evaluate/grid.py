@@ -23,7 +23,7 @@ from rasterio.windows import Window
 
 from geotiler.errors import InputError
 from geotiler.io import open_raster
-from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion
+from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion, edge_band
 from geotiler.polygons import BLOCK_PX, HALO_PX, PolygonOptions, polygonize_tiled, to_map
 from geotiler.predict.plan import Rect, plan_blocks
 
@@ -130,16 +130,18 @@ def _blocks(grid: Grid, block: int) -> Iterator[Rect]:
 
 
 def pixel_counts(grid: Grid, truth: np.ndarray, pred: np.ndarray | None, tolerance_px: float,
-                 block: int = BLOCK_PX) -> tuple[Confusion, BoundaryCounts]:
+                 block: int = BLOCK_PX) -> tuple[Confusion, BoundaryCounts, int]:
     """Confusion and boundary counts over the grid, block by block (with a halo for the
-    boundary tolerance). ``pred`` polygons are rasterized unless the grid is the mask.
+    boundary tolerance), and the wrong pixels within ``tolerance_px`` of a true outline
+    (:func:`geotiler.metrics.edge_band`). ``pred`` polygons are rasterized unless the grid
+    is the mask.
 
     ``truth``, ``pred``: object arrays of shapely polygons in the grid's CRS.
     """
     truth_tree = shapely.STRtree(truth)
     pred_tree = shapely.STRtree(pred) if pred is not None else None
     halo = math.ceil(tolerance_px) + 2
-    total, edges = Confusion(), BoundaryCounts()
+    total, edges, edge_errors = Confusion(), BoundaryCounts(), 0
     with open_raster(grid.path) as src:
         for core in _blocks(grid, block):
             region = core.grow(halo, grid.height, grid.width)
@@ -153,7 +155,11 @@ def pixel_counts(grid: Grid, truth: np.ndarray, pred: np.ndarray | None, toleran
             counted = in_core & valid
             total = total + confusion(building, truth_mask, counted)
             edges = edges + boundary_counts(building, truth_mask, tolerance_px, counted)
-    return total, edges
+            wrong = (building != truth_mask) & counted
+            if wrong.any():
+                edge_errors += int(np.count_nonzero(wrong & edge_band(truth_mask,
+                                                                      tolerance_px)))
+    return total, edges, edge_errors
 
 
 def mask_polygons(grid: Grid, block: int = BLOCK_PX, halo: int = HALO_PX) -> np.ndarray:

@@ -53,11 +53,25 @@ def match_buildings(pred: np.ndarray, truth: np.ndarray,
 
 def building_metrics(pred: np.ndarray, truth: np.ndarray,
                      iou_threshold: float = EvalConfig.iou_threshold) -> BuildingMetrics:
-    """SpaceNet-style per-building precision, recall and F1 (0 where undefined)."""
+    """SpaceNet-style per-building precision, recall and F1 (0 where undefined), and the
+    unmatched buildings that touch none of the other side (false detections, missed)."""
     p_idx, _, iou = match_buildings(pred, truth, iou_threshold)
     n_pred, n_truth, matched = len(pred), len(truth), len(p_idx)
     precision = matched / n_pred if n_pred else 0.0
     recall = matched / n_truth if n_truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    touched_pred, touched_truth = _touching(pred, truth)
     return BuildingMetrics(n_pred, n_truth, matched, precision, recall, f1,
-                           float(iou.mean()) if matched else 0.0, iou_threshold)
+                           float(iou.mean()) if matched else 0.0, iou_threshold,
+                           false_detections=n_pred - touched_pred,
+                           missed=n_truth - touched_truth)
+
+
+def _touching(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """How many predicted and how many true buildings share some area with one of the
+    other side (a shared edge alone does not count)."""
+    if len(pred) == 0 or len(truth) == 0:
+        return 0, 0
+    t_idx, p_idx = shapely.STRtree(pred).query(truth, predicate="intersects")
+    shared = shapely.area(shapely.intersection(pred[p_idx], truth[t_idx])) > 0
+    return len(np.unique(p_idx[shared])), len(np.unique(t_idx[shared]))

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 @dataclass
 class PixelMetrics:
     """Pixel scores of the building class (counts in px), and the seed method's four
-    two-class scores (pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU)."""
+    two-class scores (pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU).
+
+    ``edge_errors``: the wrong pixels (``fp + fn``) that lie within the boundary tolerance
+    of a true outline (:func:`geotiler.metrics.edge_band`): outlines drawn a little off
+    rather than buildings missed or invented (README "the error budget")."""
 
     tp: int
     fp: int
@@ -35,13 +39,20 @@ class PixelMetrics:
     mean_accuracy: float
     mean_iou: float
     fw_iou: float
+    edge_errors: int = 0
+
+    @property
+    def edge_error_share(self) -> float:
+        """``edge_errors`` over all wrong pixels (0 when none is wrong)."""
+        wrong = self.fp + self.fn
+        return self.edge_errors / wrong if wrong else 0.0
 
     @classmethod
-    def from_confusion(cls, c: Confusion) -> PixelMetrics:
+    def from_confusion(cls, c: Confusion, edge_errors: int = 0) -> PixelMetrics:
         seed = c.seed_scores()
         return cls(c.tp, c.fp, c.fn, c.tn, c.iou, c.precision, c.recall, c.f1,
                    seed["pixel_accuracy"], seed["mean_accuracy"], seed["mean_iou"],
-                   seed["fw_iou"])
+                   seed["fw_iou"], edge_errors)
 
 
 @dataclass
@@ -62,7 +73,11 @@ class BoundaryMetrics:
 
 @dataclass
 class BuildingMetrics:
-    """Per-building scores (SpaceNet): one-to-one matches at IoU >= ``iou_threshold``."""
+    """Per-building scores (SpaceNet): one-to-one matches at IoU >= ``iou_threshold``.
+
+    ``false_detections``: predicted buildings that touch no true one; ``missed``: true
+    buildings that no prediction touches. The other unmatched ones overlap a building of
+    the other side but too little (split, merged or misshapen)."""
 
     predicted: int
     truth: int
@@ -72,6 +87,8 @@ class BuildingMetrics:
     f1: float
     mean_iou: float  # over matched pairs
     iou_threshold: float
+    false_detections: int = 0
+    missed: int = 0
 
 
 @dataclass
@@ -99,7 +116,9 @@ class EvalReport:
                  (f"building precision (IoU >= {b.iou_threshold:g})", f"{b.precision:.4f}"),
                  ("building recall", f"{b.recall:.4f}"),
                  ("building F1", f"{b.f1:.4f}"),
-                 ("mean IoU of matched buildings", f"{b.mean_iou:.4f}")]
+                 ("mean IoU of matched buildings", f"{b.mean_iou:.4f}"),
+                 ("predicted buildings touching no true one", f"{b.false_detections}"),
+                 ("true buildings no prediction touches", f"{b.missed}")]
         if self.pixels is not None:
             p = self.pixels
             rows += [("pixel IoU", f"{p.iou:.4f}"), ("pixel precision", f"{p.precision:.4f}"),
@@ -112,6 +131,10 @@ class EvalReport:
             d = self.boundary
             rows.append((f"boundary F-score ({d.tolerance_m:g} m = {d.tolerance_px:g} px)",
                          f"{d.f_score:.4f}"))
+            if self.pixels is not None:
+                p = self.pixels
+                rows.append((f"wrong pixels within {d.tolerance_m:g} m of a true outline",
+                             f"{p.edge_error_share:.1%} ({p.edge_errors} of {p.fp + p.fn})"))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
         lines += [f"note: {n}" for n in self.notes]

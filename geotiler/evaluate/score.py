@@ -109,9 +109,9 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         gsd = math.sqrt(math.prod(ground_gsd(grid.crs, grid.transform, grid.width,
                                              grid.height)))
         tolerance_px = config.tolerance / gsd
-        conf, edges = pixel_counts(grid, truth_all, None if grid.is_mask else pred_geoms,
-                                   tolerance_px, block)
-        pixels = PixelMetrics.from_confusion(conf)
+        conf, edges, edge_errors = pixel_counts(
+            grid, truth_all, None if grid.is_mask else pred_geoms, tolerance_px, block)
+        pixels = PixelMetrics.from_confusion(conf, edge_errors)
         boundary = BoundaryMetrics.from_counts(edges, config.tolerance, round(tolerance_px, 3))
     pred_geoms = inside(pred_geoms, extent)
     buildings = building_metrics(pred_geoms, truth_geoms, config.iou_threshold)
