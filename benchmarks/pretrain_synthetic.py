@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, nargs="*", default=[],
                         help="real tile datasets to fine-tune on (step 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--finetune-args", default="",
+                        help="more `geotiler train` options for the fine-tuning, e.g. "
+                        "'--epochs 150' or, for a smoke run, '--epochs 2'")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
@@ -89,7 +93,8 @@ def main() -> None:
         for seed in args.seeds:
             model = work / f"ft_{real.name}_s{seed}.pt"  # the real tiles' GSD: --gsd
             out, cpu, wall = geotiler("train", str(real), "-o", str(model), "--init", str(pre),
-                                      "--seed", str(seed), "--no-progress", "--overwrite")
+                                      "--seed", str(seed), "--no-progress", "--overwrite",
+                                      *shlex.split(args.finetune_args))
             log.info("fine-tuned in %.1f CPU min (%.1f min wall): %s", cpu / 60, wall / 60,
                      out.strip())
 
