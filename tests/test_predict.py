@@ -22,6 +22,7 @@ import pytest
 import rasterio
 import shapely
 from click.testing import CliRunner
+from rasterio.enums import MaskFlags
 
 from geotiler.cli import main
 from geotiler.errors import InputError, ModelFileError, OutputError
@@ -203,6 +204,11 @@ def test_nodata_is_skipped_and_marked(tmp_path):
         assert src.nodata == 255
         mask = src.read(1)
     assert (mask[:, : 460 // 4] == 255).all() and (mask[:, 460 // 4:] != 255).all()
+    # the probabilities (0..255, no value free for nodata) carry GDAL's internal mask
+    with rasterio.open(tmp_path / "b_prob.tif") as src:
+        assert src.nodata is None and src.mask_flag_enums[0] == [MaskFlags.per_dataset]
+        valid = src.dataset_mask()
+        assert (valid[:, : 460 // 4] == 0).all() and (valid[:, 460 // 4:] == 255).all()
 
 
 def test_empty_prediction_writes_a_valid_empty_layer(tmp_path):

@@ -107,6 +107,27 @@ def geotiff_outputs(job: PredictJob) -> list[GeoTiffOutput]:
     return outputs
 
 
+def _mask_band(job: PredictJob, scale: int, open_options: str) -> str:
+    """A per-dataset mask (VRT ``<MaskBand>``) from the mask block files: 0 where the mask
+    holds :data:`MASK_NODATA` (the raster's nodata), 255 elsewhere. It gives the
+    probability GeoTIFF, whose 0..255 values leave no nodata value free, GDAL's internal
+    mask: QGIS draws nodata areas transparent and statistics leave them out."""
+    sources = []
+    for i, j in job.plan.indexes:
+        core = job.plan.core(i, j)
+        w, h = math.ceil(core.width / scale), math.ceil(core.height / scale)
+        x, y = core.col0 // scale, core.row0 // scale
+        sources.append(
+            f'<ComplexSource><SourceFilename relativeToVRT="1">'
+            f"{job.block_file('mask', (i, j)).name}</SourceFilename>{open_options}"
+            f"<SourceBand>1</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+            f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/>'
+            f"<LUT>0:255,{MASK_NODATA - 1}:255,{MASK_NODATA}:0</LUT></ComplexSource>")
+    return f'<MaskBand><VRTRasterBand dataType="Byte">{"".join(sources)}</VRTRasterBand></MaskBand>'
+
+
+
 def write_geotiff(job: PredictJob, output: GeoTiffOutput, staging: Path) -> None:
     """One cloud-optimized GeoTIFF from the block files, at ``staging``. Where the blocks
     carry no overviews (:func:`~geotiler.predict.blocks.overview_factors`), GDAL makes
@@ -276,6 +297,8 @@ def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
         bands.append(f'<VRTRasterBand dataType="Byte" band="{band}">'
                      f"<Description>{escape(name)}</Description>{nd}{''.join(sources)}{ovr}"
                      "</VRTRasterBand>")
+    masked = kind == "prob" and job.grid.has_nodata
+    mask_band = _mask_band(job, scale, open_options) if masked else ""
     meta = json.dumps(_metadata(job))
     xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
            f"<SRS>{escape(g.crs_wkt)}</SRS>"
@@ -284,7 +307,7 @@ def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
            f'<MDI key="GEOTILER_VERSION">{escape(__version__)}</MDI>'
            f'<MDI key="MODEL">{escape(job.model.name)}</MDI>'
            f'<MDI key="TIFFTAG_SOFTWARE">geotiler {escape(__version__)}</MDI></Metadata>'
-           f"{''.join(bands)}</VRTDataset>")
+           f"{''.join(bands)}{mask_band}</VRTDataset>")
     path = job.workdir / (f"{kind}-ovr{level}.vrt" if level else f"{kind}.vrt")
     write_text_atomic(path, xml)
     return path
