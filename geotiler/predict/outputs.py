@@ -112,19 +112,27 @@ def _mask_band(job: PredictJob, scale: int, open_options: str) -> str:
     holds :data:`MASK_NODATA` (the raster's nodata), 255 elsewhere. It gives the
     probability GeoTIFF, whose 0..255 values leave no nodata value free, GDAL's internal
     mask: QGIS draws nodata areas transparent and statistics leave them out."""
+    sources = _block_sources(job, "mask", 1, scale, open_options, "ComplexSource",
+                             f"<LUT>0:255,{MASK_NODATA - 1}:255,{MASK_NODATA}:0</LUT>")
+    return f'<MaskBand><VRTRasterBand dataType="Byte">{sources}</VRTRasterBand></MaskBand>'
+
+
+def _block_sources(job: PredictJob, kind: str, band: int, scale: int, open_options: str,
+                   element: str = "SimpleSource", extra: str = "") -> str:
+    """The VRT sources placing band ``band`` of every block file of ``kind`` on the grid
+    (at 1 / ``scale`` of its resolution), as ``element`` with ``extra`` XML inside."""
     sources = []
     for i, j in job.plan.indexes:
         core = job.plan.core(i, j)
         w, h = math.ceil(core.width / scale), math.ceil(core.height / scale)
         x, y = core.col0 // scale, core.row0 // scale
         sources.append(
-            f'<ComplexSource><SourceFilename relativeToVRT="1">'
-            f"{job.block_file('mask', (i, j)).name}</SourceFilename>{open_options}"
-            f"<SourceBand>1</SourceBand>"
+            f'<{element}><SourceFilename relativeToVRT="1">'
+            f"{job.block_file(kind, (i, j)).name}</SourceFilename>{open_options}"
+            f"<SourceBand>{band}</SourceBand>"
             f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/>'
-            f"<LUT>0:255,{MASK_NODATA - 1}:255,{MASK_NODATA}:0</LUT></ComplexSource>")
-    return f'<MaskBand><VRTRasterBand dataType="Byte">{"".join(sources)}</VRTRasterBand></MaskBand>'
+            f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/>{extra}</{element}>')
+    return "".join(sources)
 
 
 
@@ -279,23 +287,13 @@ def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
                  ] if not level else []
     bands = []
     for band, name in enumerate(names, start=1):
-        sources = []
-        for i, j in job.plan.indexes:
-            core = job.plan.core(i, j)
-            w, h = math.ceil(core.width / scale), math.ceil(core.height / scale)
-            x, y = core.col0 // scale, core.row0 // scale
-            sources.append(
-                f'<SimpleSource><SourceFilename relativeToVRT="1">'
-                f"{job.block_file(kind, (i, j)).name}</SourceFilename>{open_options}"
-                f"<SourceBand>{band}</SourceBand>"
-                f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-                f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+        sources = _block_sources(job, kind, band, scale, open_options)
         nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
         ovr = "".join(f'<Overview><SourceFilename relativeToVRT="1">{path.name}'
                       f"</SourceFilename><SourceBand>{band}</SourceBand></Overview>"
                       for path in overviews)
         bands.append(f'<VRTRasterBand dataType="Byte" band="{band}">'
-                     f"<Description>{escape(name)}</Description>{nd}{''.join(sources)}{ovr}"
+                     f"<Description>{escape(name)}</Description>{nd}{sources}{ovr}"
                      "</VRTRasterBand>")
     masked = kind == "prob" and job.grid.has_nodata
     mask_band = _mask_band(job, scale, open_options) if masked else ""
