@@ -109,6 +109,20 @@ CONFIGS = (
 INSTANCE_OFF = ("--merge-contour", "0", "--min-marker-area", "0", "--min-fragment", "0")
 
 
+def start(work: Path, verbose: bool = False) -> Path:
+    """What every scene benchmark does first: log with timestamps (pyogrio's "Created N
+    records" muted), and refuse a work folder inside the repository (nothing made from
+    ../shared may land in it). Returns the folder, resolved and created."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)
+    work = work.resolve()
+    if work.is_relative_to(REPO):
+        raise SystemExit(f"--work {work} is inside the repository; give a folder outside it")
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def geotiler(*args: str) -> tuple[str, float, float]:
     """Run ``python -m geotiler ARGS`` (its log goes to our stderr).
 
@@ -370,15 +384,8 @@ def main() -> None:
                         "train.json) and only predict and score again")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("pyogrio").setLevel(logging.WARNING)  # "Created N records"
-
+    work = start(args.work or Path(tempfile.mkdtemp(prefix="ablation_")), args.verbose)
     raster, footprints = find_scene_files(args.scene.resolve())
-    work = (args.work or Path(tempfile.mkdtemp(prefix="ablation_"))).resolve()
-    if work.is_relative_to(REPO):
-        raise SystemExit(f"--work {work} is inside the repository; give a folder outside it")
-    work.mkdir(parents=True, exist_ok=True)
     log.info("scene %s, footprints %s; work folder %s", raster, footprints.name, work)
 
     configs = [c for c in CONFIGS if args.only is None or c.name in args.only]

@@ -40,6 +40,7 @@ from ablation import (
     area_truth,
     geotiler,
     score_area,
+    start,
 )
 
 DATA = REPO.parent / "shared" / "data"
@@ -152,12 +153,7 @@ def main() -> None:
                         help="more `geotiler train` options for every model, e.g. "
                         "'--scale-jitter 0.25'")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("pyogrio").setLevel(logging.WARNING)
-    work = args.work.resolve()
-    if work.is_relative_to(REPO):
-        raise SystemExit(f"--work {work} is inside the repository")
+    work = start(args.work)
     tiles = {s.name: tile_scene(s, work, args) for s in SCENES}
     models = {"all": train("all", list(tiles.values()), work, args)}
     for family in args.holdout:

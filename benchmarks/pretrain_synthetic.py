@@ -30,7 +30,7 @@ from pathlib import Path
 from geotiler.synthetic import SceneSpec, make_scene
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import REPO, geotiler
+from ablation import geotiler, start
 
 from trainer.pretrained import PRETRAINED, write_half_precision
 
@@ -73,12 +73,7 @@ def main() -> None:
                         help="more `geotiler train` options for the fine-tuning, e.g. "
                         "'--epochs 150' or, for a smoke run, '--epochs 2'")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
-    work = args.work.resolve()
-    if work.is_relative_to(REPO):
-        raise SystemExit(f"--work {work} is inside the repository")
-    work.mkdir(parents=True, exist_ok=True)
+    work = start(args.work)
     pre = work / f"pre_gsd{args.gsd:g}.pt"
     if not pre.exists():
         tiles = synthetic_tiles(work, args.scenes, args.gsd)
