@@ -20,18 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 
 from geotiler import __version__
-from geotiler.atomic import atomic_path, write_json_atomic
+from geotiler.atomic import write_json_atomic
 from geotiler.errors import InputError
 from geotiler.io import RasterInfo, describe_remote, open_raster_info, source_digest, source_label
-from geotiler.styles import add_layer_style, index_qml, index_sld
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
 from geotiler.tiles.grid import TileGrid, assign_splits, guard_raster_overlaps, make_grid
+from geotiler.tiles.index import write_index
 from geotiler.tiles.outdir import discard_dataset, prepare_output, record_digests, source_digests
 from geotiler.tiles.schema import (
     DATASET_FILE,
@@ -41,7 +39,7 @@ from geotiler.tiles.schema import (
 )
 from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
-from geotiler.vectors import GPKG_OPTIONS, OSM_BUILDINGS, OSM_LAYER, is_osm, load_footprints
+from geotiler.vectors import OSM_BUILDINGS, OSM_LAYER, is_osm, load_footprints
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +274,7 @@ def finish_dataset(
                     " or ".join(empty), len(records), plan.config.block_tiles,
                     plan.config.block_tiles)
     report.buildings = sum(r["building_count"] for r in records)
-    _write_index(out / INDEX_FILE, plan, records)
+    write_index(out / INDEX_FILE, plan.rasters, records)
 
     count = sum(r.band_count for r in results)
     total = np.sum([r.band_sum for r in results], axis=0) if results else np.zeros(1)
@@ -355,46 +353,6 @@ def _source_entry(
         "grid": {"rows": grid.rows, "cols": grid.cols, "pixel": list(grid.pixel)},
         "tiles": sum(1 for r in records if r["source"] == info.name),
     }
-
-
-def _write_index(path: Path, plan: TilingPlan, records: list[dict[str, Any]]) -> None:
-    """One polygon per tile, in the first raster's CRS, written under a temporary name."""
-    target_crs = plan.rasters[0].crs
-    frames = []
-    for info in plan.rasters:
-        rows = [r for r in records if r["source"] == info.name]
-        if not rows:
-            continue
-        frame = gpd.GeoDataFrame(
-            {
-                "key": [r["key"] for r in rows],
-                "shard": [r["shard"] for r in rows],
-                "split": [r["split"] for r in rows],
-                "building_fraction": [r["building_fraction"] for r in rows],
-                "building_count": [r["building_count"] for r in rows],
-                "nodata_fraction": [r["nodata_fraction"] for r in rows],
-                "source": [info.name for _ in rows],
-                "row": [r["row"] for r in rows],
-                "col": [r["col"] for r in rows],
-            },
-            geometry=[shapely.box(*r["bounds"]) for r in rows],
-            crs=info.crs.to_wkt(),
-        )
-        frames.append(frame.to_crs(target_crs.to_wkt()))
-    if frames:
-        index = gpd.GeoDataFrame(
-            pd.concat(frames, ignore_index=True), crs=target_crs.to_wkt()
-        )
-    else:
-        index = gpd.GeoDataFrame(
-            {k: [] for k in ("key", "shard", "split", "source")}, geometry=[],
-            crs=target_crs.to_wkt(),
-        )
-    with atomic_path(path, keep_suffix=True) as tmp:
-        index.to_file(tmp, layer="tiles", driver="GPKG", **GPKG_OPTIONS)
-        add_layer_style(tmp, "tiles", index_qml(), index_sld(), "geotiler tiles by split",
-                        "tiles coloured by split: train blue, val orange, test red")
-
 
 
 __all__ = ["TilingPlan", "finish_dataset", "plan_tiling", "prepare_output", "record_digests",
