@@ -106,6 +106,16 @@ def is_osm(path: Path) -> bool:
     return path.suffix.lower() in OSM_SUFFIXES
 
 
+def osm_defaults(path: Path, layer: str | None, where: str | None
+                 ) -> tuple[str | None, str | None]:
+    """The layer and filter an extract of OpenStreetMap is read with: with no ``layer``
+    given, :data:`OSM_LAYER` filtered by ``where`` or else :data:`OSM_BUILDINGS`. Other
+    files, or a layer given, keep ``layer`` and ``where`` as they are."""
+    if is_osm(path) and layer is None:
+        return OSM_LAYER, OSM_BUILDINGS if where is None else where
+    return layer, where
+
+
 def read_vector(path: Path,
                 within: tuple[CRS, tuple[float, float, float, float]] | None = None,
                 *, layer: str | None = None, where: str | None = None) -> gpd.GeoDataFrame:
@@ -128,10 +138,8 @@ def read_vector(path: Path,
             raise ConfigError(f"{path} is GeoParquet (one table, no SQL filter): a layer or "
                               "filter applies only to OGR formats (GPKG, OSM, ...)")
         return gpd.read_parquet(path)
-    if is_osm(path) and layer is None:
-        layer = OSM_LAYER
-        where = OSM_BUILDINGS if where is None else where
-    elif layer is None:  # the first layer, never QGIS's style table (geotiler.styles)
+    layer, where = osm_defaults(path, layer, where)
+    if layer is None:  # the first layer, never QGIS's style table (geotiler.styles)
         names = [str(name) for name, _ in pyogrio.list_layers(path) if name != "layer_styles"]
         layer = names[0] if names else None
     bbox = None

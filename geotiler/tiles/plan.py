@@ -39,7 +39,7 @@ from geotiler.tiles.schema import (
 )
 from geotiler.tiles.shards import SHARD_DIR
 from geotiler.tiles.task import ShardResult, ShardSpec
-from geotiler.vectors import OSM_BUILDINGS, OSM_LAYER, is_osm, load_footprints
+from geotiler.vectors import load_footprints, osm_defaults
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,12 @@ def plan_tiling(
 
 
 def _read_selection(plan: TilingPlan) -> dict[str, str]:
-    """The layer and filter the footprints were read with, the OSM defaults included
-    (``--footprints-layer``/``--footprints-where`` as given are in the fingerprint)."""
-    chosen = plan.footprints_selection()
-    if is_osm(plan.footprints_path) and "layer" not in chosen:  # as read_vector does
-        chosen = {"layer": OSM_LAYER, "where": chosen.get("where", OSM_BUILDINGS)}
-    return chosen
+    """The layer and filter the footprints were read with, an OSM extract's defaults
+    included (``--footprints-layer``/``--footprints-where`` as given are in the
+    fingerprint)."""
+    layer, where = osm_defaults(plan.footprints_path, plan.footprints_layer,
+                                plan.footprints_where)
+    return {k: v for k, v in (("layer", layer), ("where", where)) if v is not None}
 
 
 def no_tiles_error(plan: TilingPlan, split: str | None = None) -> InputError:
