@@ -186,12 +186,7 @@ def edge_band(truth: np.ndarray, width_px: float) -> np.ndarray:
     t = np.asarray(truth, dtype=bool)
     if t.all() or not t.any():
         return np.zeros(t.shape, dtype=bool)
-    # cv2: each non-zero pixel's distance to the nearest zero pixel
-    to_background = cv2.distanceTransform(t.astype(np.uint8), cv2.DIST_L2,
-                                          cv2.DIST_MASK_PRECISE)
-    to_building = cv2.distanceTransform((~t).astype(np.uint8), cv2.DIST_L2,
-                                        cv2.DIST_MASK_PRECISE)
-    return np.where(t, to_background, to_building) <= width_px + 0.5
+    return np.where(t, _distance_to(~t), _distance_to(t)) <= width_px + 0.5
 
 
 def boundary_counts(
