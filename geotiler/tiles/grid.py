@@ -184,12 +184,8 @@ def guard_raster_overlaps(
     common = grids[0][1]
     boxes, owner, flat, codes = [], [], [], []
     for index, ((grid, crs), names) in enumerate(zip(grids, labels, strict=True)):
-        rows, cols = np.indices(grid.shape)
-        left = grid.origin[0] + cols.ravel() * grid.stride * grid.pixel[0]
-        top = grid.origin[1] - rows.ravel() * grid.stride * grid.pixel[1]
-        right = left + grid.size * grid.pixel[0]
-        bottom = top - grid.size * grid.pixel[1]
-        polys = shapely.box(left, bottom, right, top)
+        bounds = np.array([grid.bounds(r, c) for r, c in np.ndindex(grid.shape)])
+        polys = shapely.box(*bounds.T)  # row-major, as names.ravel()
         if crs != common:
             to_common = Transformer.from_crs(crs, common, always_xy=True)
             polys = shapely.transform(
