@@ -113,10 +113,7 @@ def _one_line(err: click.UsageError, group: click.Context) -> click.ClickExcepti
     if isinstance(err, _NoArgsIsHelp):
         return err
     message = err.format_message().rstrip(".")
-    if err.ctx is not None:
-        path = err.ctx.command_path
-    else:
-        path = " ".join(p for p in (group.command_path, group.invoked_subcommand) if p)
+    path = err.ctx.command_path if err.ctx is not None else _running(group)
     return _BadSetting(f"{message} (see '{path} --help')")
 
 
@@ -126,7 +123,12 @@ def _with_help(message: str, group: click.Context) -> str:
     the data rather than an option are left as they are."""
     if "--" not in message or not group.invoked_subcommand:
         return message
-    return f"{message} (see '{group.command_path} {group.invoked_subcommand} --help')"
+    return f"{message} (see '{_running(group)} --help')"
+
+
+def _running(group: click.Context) -> str:
+    """The command being run (``geotiler tile``), or the group alone before one is chosen."""
+    return " ".join(p for p in (group.command_path, group.invoked_subcommand) if p)
 
 
 def _debug_unraisable(unraisable: Any) -> None:
