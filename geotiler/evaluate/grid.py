@@ -25,6 +25,7 @@ from geotiler.errors import InputError
 from geotiler.io import open_raster
 from geotiler.metrics import BoundaryCounts, Confusion, boundary_counts, confusion, edge_band
 from geotiler.polygons import BLOCK_PX, HALO_PX, PolygonOptions, polygonize_tiled, to_map
+from geotiler.predict.job import MASK_SUFFIX, PROB_SUFFIX
 from geotiler.predict.plan import Rect, plan_blocks
 
 
@@ -83,9 +84,9 @@ def open_grid(path: Path | str, is_mask: bool) -> Grid:
 def not_a_mask(path: Path | str, why: str) -> InputError:
     """The error for a PRED raster that is not a building mask, suggesting predict's."""
     path = Path(path)
-    mask = path.with_name(f"{path.stem.removesuffix('_prob')}_mask.tif")
+    mask = path.with_name(f"{path.stem.removesuffix(PROB_SUFFIX)}{MASK_SUFFIX}.tif")
     which = (f"the mask geotiler predict wrote beside it, {mask}," if mask.exists()
-             else "the mask geotiler predict writes ({stem}_mask.tif)")
+             else f"the mask geotiler predict writes ({{stem}}{MASK_SUFFIX}.tif)")
     return InputError(
         f"PRED {path} is not a single-band binary building mask ({why}); give {which} "
         "or its polygons (.gpkg)"

@@ -24,6 +24,7 @@ from geotiler.evaluate.report import BoundaryMetrics, EvalReport, PixelMetrics
 from geotiler.evaluate.vectors import inside, polygons_only, read_polygons, recorded_mask
 from geotiler.io import ground_gsd, raster_source, source_label
 from geotiler.polygons import BLOCK_PX, HALO_PX
+from geotiler.predict.job import MASK_SUFFIX
 from geotiler.vectors import load_footprints
 
 #: A PRED with one of these suffixes is a mask raster; anything else a polygon layer.
@@ -57,7 +58,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         check_binary_mask(grid, block)
         crs = grid.crs
         pred_geoms = mask_polygons(grid, block, halo)
-        polygons = pred_path.with_name(f"{pred_path.stem.removesuffix('_mask')}.gpkg")
+        polygons = pred_path.with_name(f"{pred_path.stem.removesuffix(MASK_SUFFIX)}.gpkg")
         notes.append("building scores count the mask's connected components (touching "
                      "buildings are one)" + (f"; {polygons} holds predict's separated "
                                              "buildings: evaluate it for theirs"
@@ -66,7 +67,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
             notes.append("PRED is a mask: --raster is not needed and was ignored")
     else:
         predicted = read_polygons(pred_path)
-        sibling = pred_path.with_name(f"{pred_path.stem}_mask.tif")
+        sibling = pred_path.with_name(f"{pred_path.stem}{MASK_SUFFIX}.tif")
         if raster is not None:
             grid = open_grid(raster_source(raster), is_mask=False)
         elif sibling.exists():

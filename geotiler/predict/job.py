@@ -65,6 +65,10 @@ class PredictJob:
         return max(1, math.ceil(self.config.halo / smallest))
 
 
+#: What predict adds to the GeoPackage's stem to name its GeoTIFFs (evaluate finds them so).
+PROB_SUFFIX, MASK_SUFFIX = "_prob", "_mask"
+
+
 def output_paths(out: Path | str, raster_out: Path | str | None = None) -> OutputPaths:
     """``out`` is the GeoPackage; the GeoTIFFs go to ``raster_out`` (a directory, default
     the GeoPackage's) as ``{stem}_prob.tif`` and ``{stem}_mask.tif``."""
@@ -72,7 +76,8 @@ def output_paths(out: Path | str, raster_out: Path | str | None = None) -> Outpu
     if gpkg.suffix.lower() != ".gpkg":
         raise ConfigError(f"--out must be a GeoPackage file ending in .gpkg, got {gpkg}")
     folder = Path(raster_out) if raster_out is not None else gpkg.parent
-    return OutputPaths(gpkg, folder / f"{gpkg.stem}_prob.tif", folder / f"{gpkg.stem}_mask.tif")
+    return OutputPaths(gpkg, folder / f"{gpkg.stem}{PROB_SUFFIX}.tif",
+                       folder / f"{gpkg.stem}{MASK_SUFFIX}.tif")
 
 
 def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = True) -> None:
