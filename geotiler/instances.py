@@ -25,6 +25,12 @@ The callers (:mod:`geotiler.polygons`, predict) convert metres to pixels with th
 GSD; :class:`InstanceOptions` holds the ground-unit defaults (one source of truth).
 Labels are numbered in a translation-invariant order, so overlapping blocks that see the
 same building whole label it alike.
+
+Steps 2-4 run per foreground component, in its bounding box, and only for components
+that hold two or more markers (:func:`separate`); the others are one building each. So a
+building's split depends on that building alone: over a whole block, skimage's watershed
+takes equal-priority markers in an order set by every marker of the block, and on flat
+uint8 planes two overlapping blocks could cut the same house differently (tested).
 """
 
 from __future__ import annotations
@@ -163,8 +169,8 @@ def _merge(labels: np.ndarray, count: int, lo: np.ndarray, hi: np.ndarray
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    if len(lo) == 0:
-        return count, labels
+    if len(lo) == 0:  # still renumbered: the fragment step's tie-break reads the order
+        return components_of_labels(labels)
     graph = coo_matrix((np.ones(len(lo)), (lo, hi)), shape=(count + 1, count + 1))
     _, group = connected_components(graph, directed=False)
     merged = group[labels] + 1
@@ -200,36 +206,138 @@ def separate(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
              ) -> tuple[int, np.ndarray]:
     """Label the buildings of a foreground mask using the contour plane.
 
+    Only the foreground components that hold two or more markers can split; they are
+    separated one by one in their bounding boxes (:func:`split_component`), and every other
+    component is one building as it stands. Where no two pixels tie, the result is the
+    partition that :func:`split_component` gives for the whole mask at once (tested). On
+    a predicted 2560² block of a 0.5 m suburb (7.5 % building pixels, 52 of 1,310
+    components to split) it takes 0.13 s against 0.55 s whole-block; on a dense 0.25 m town
+    (47 % building pixels) 0.48 s against 0.74 s; both timed on probability GeoTIFFs that
+    ``geotiler predict`` wrote.
+
     Args:
         fg: (H, W) bool, building pixels (footprint at or above the threshold).
         contour: (H, W) contour probabilities, uint8 0..255 or float in [0, 1].
         options: settings in pixels (:meth:`InstanceOptions.in_pixels`).
 
     Returns:
-        (count, labels): labels (H, W) int32, 0 = background, 1..count buildings.
+        (count, labels): labels (H, W) int32, 0 = background, 1..count buildings,
+        numbered in the translation-invariant order of :func:`components`.
     """
     import cv2
     import numpy as np
-    from skimage.segmentation import watershed
 
-    prob = _as_unit(contour)
-    seeds = fg & (prob < options.contour_threshold)
+    fg = np.ascontiguousarray(fg, dtype=np.bool_)
+    n_comp, comp, stats, _ = cv2.connectedComponentsWithStats(
+        fg.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    if n_comp <= 1:
+        return 0, np.zeros(fg.shape, dtype=np.int32)
+    n_mark, mark, kept = _marker_components(fg, contour, options)
+    # Markers per component: each marker lies inside one component.
+    owner = np.zeros(n_mark, dtype=np.int64)
+    inside = np.flatnonzero(mark)
+    owner[mark.ravel()[inside]] = comp.ravel()[inside]
+    owner[~kept] = 0
+    per_comp = np.bincount(owner[1:], minlength=n_comp)
+    per_comp[0] = 0
+    split = np.flatnonzero(per_comp >= 2)
+    whole = np.ones(n_comp, dtype=bool)
+    whole[0] = False
+    whole[split] = False
+    # Region boxes and areas (top, left, height, width, area) for the final numbering.
+    keys = [stats[whole][:, [cv2.CC_STAT_TOP, cv2.CC_STAT_LEFT, cv2.CC_STAT_HEIGHT,
+                             cv2.CC_STAT_WIDTH, cv2.CC_STAT_AREA]].astype(np.int64)]
+    pieces = []
+    for c in split:
+        top, left = int(stats[c, cv2.CC_STAT_TOP]), int(stats[c, cv2.CC_STAT_LEFT])
+        box = (slice(top, top + int(stats[c, cv2.CC_STAT_HEIGHT])),
+               slice(left, left + int(stats[c, cv2.CC_STAT_WIDTH])))
+        own = comp[box] == c
+        k, sub = split_component(own, contour[box], kept[mark[box]] & own, options)
+        keys.append(_region_keys(sub, k, top, left))
+        pieces.append((box, sub))
+    key = np.concatenate(keys)
+    order = np.lexsort((key[:, 4], key[:, 3], key[:, 2], key[:, 1], key[:, 0]))
+    rank = np.empty(len(key), dtype=np.int32)
+    rank[order] = np.arange(1, len(key) + 1, dtype=np.int32)
+    lut = np.zeros(n_comp, dtype=np.int32)
+    lut[whole] = rank[:int(whole.sum())]
+    labels = lut[comp]
+    start = int(whole.sum())
+    for box, sub in pieces:
+        k = int(sub.max())
+        sub_lut = np.zeros(k + 1, dtype=np.int32)
+        sub_lut[1:] = rank[start:start + k]
+        start += k
+        view = labels[box]
+        hit = sub > 0
+        view[hit] = sub_lut[sub[hit]]
+    return len(key), labels
+
+
+def marker_mask(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
+                ) -> np.ndarray:
+    """Watershed markers (the module's step 1) as an (H, W) bool mask: footprint pixels
+    below the contour threshold, eroded by ``marker_erosion`` px, without components
+    smaller than ``min_marker_area`` px². Arguments as :func:`separate`."""
+    _, labels, kept = _marker_components(fg, contour, options)
+    return kept[labels]
+
+
+def _marker_components(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
+                       ) -> tuple[int, np.ndarray, np.ndarray]:
+    """:func:`marker_mask` as (n + 1, int32 component labels, bool kept per label)."""
+    import cv2
+    import numpy as np
+
+    if contour.dtype == np.uint8:
+        # The first 0..255 value whose probability (float32, as _as_unit) is an outline.
+        outline = (np.arange(256, dtype=np.float32) / 255.0) >= options.contour_threshold
+        seeds = fg & (contour < (int(np.argmax(outline)) if outline.any() else 256))
+    else:
+        seeds = fg & (_as_unit(contour) < options.contour_threshold)
     radius = round(options.marker_erosion)
     if radius >= 1 and seeds.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         seeds = cv2.erode(seeds.view(np.uint8), kernel).view(np.bool_)
-    n, markers = components(seeds)
-    if n and options.min_marker_area > 1:
-        area = np.bincount(markers.ravel(), minlength=n + 1)
-        small = area < options.min_marker_area
-        small[0] = False
-        if small.any():
-            # Dropping labels keeps the others' translation-invariant order: renumber.
-            lut = np.cumsum(~small, dtype=np.int32) - 1
-            lut[small] = 0
-            markers = lut[markers]
-            n = int(lut.max())
-    labels = (watershed(prob, markers, mask=fg).astype(np.int32) if n
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        seeds.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    kept = stats[:, cv2.CC_STAT_AREA] >= max(options.min_marker_area, 1)
+    kept[0] = False
+    return n, labels, kept
+
+
+def _region_keys(labels: np.ndarray, count: int, top: int, left: int) -> np.ndarray:
+    """(count, 5) int64 (top, left, height, width, area) of regions 1..count, shifted by
+    (top, left)."""
+    import numpy as np
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(labels, max_label=count)
+    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    out = np.empty((count, 5), dtype=np.int64)
+    for k, (rows, cols) in enumerate(boxes):  # every label 1..count is present
+        out[k] = (rows.start + top, cols.start + left, rows.stop - rows.start,
+                  cols.stop - cols.start, area[k])
+    return out
+
+
+def split_component(fg: np.ndarray, contour: np.ndarray, markers: np.ndarray,
+                    options: PixelInstanceOptions) -> tuple[int, np.ndarray]:
+    """Seeded watershed and merges (the module's steps 2-4) over a whole mask at once.
+
+    :func:`separate` calls it per foreground component that holds two or more markers;
+    given a whole block and its :func:`marker_mask` it returns the same partition as
+    :func:`separate`, only slower. ``markers``: (H, W) bool inside ``fg``; the other
+    arguments and the result as :func:`separate` (labels not renumbered when nothing
+    merges).
+    """
+    import numpy as np
+    from skimage.segmentation import watershed
+
+    prob = _as_unit(contour)
+    n, seeds = components(markers)
+    labels = (watershed(prob, seeds, mask=fg).astype(np.int32) if n
               else np.zeros(fg.shape, dtype=np.int32))
     rest = fg & (labels == 0)
     if rest.any():

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import shapely
 
-from geotiler.instances import InstanceOptions, components, separate
+from geotiler.instances import (
+    InstanceOptions,
+    components,
+    components_of_labels,
+    marker_mask,
+    separate,
+    split_component,
+)
 from geotiler.polygons import PolygonOptions, polygonize_block
 from geotiler.predict.plan import Rect
 
@@ -103,3 +110,60 @@ def test_components_are_numbered_by_position():
     mask[1:3, 6:8] = True
     n, labels = components(mask)
     assert n == 2 and labels[1, 6] == 1 and labels[6, 1] == 2
+
+
+def street(gsd: float, seed: int, noise: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """A 120 x 120 m block of houses, terraces (shared walls) and ridges; ``noise``: the
+    standard deviation of Gaussian noise on the contour plane (with noise > 0 no two
+    pixels tie in the watershed)."""
+    rng = np.random.default_rng(seed)
+    houses, lines = [], []
+    for row in range(4):
+        y0 = 5 + row * 28
+        x = 5.0
+        while x < 100:
+            w = float(rng.uniform(7, 14))
+            houses.append((x, y0, x + w, y0 + float(rng.uniform(8, 12))))
+            if rng.random() < 0.4:  # a ridge along the roof
+                lines.append(((x, y0 + 5), (x + w, y0 + 5), RIDGE))
+            x += w + (0 if rng.random() < 0.5 else float(rng.uniform(2, 6)))  # terraced
+    shape = (round(120 / gsd), round(120 / gsd))
+    fp, ct = draw(shape, gsd, houses, lines)
+    ct = np.clip(ct + rng.normal(0, noise, ct.shape).astype(np.float32), 0, 1)
+    return fp >= 0.5, ct
+
+
+@pytest.mark.parametrize("gsd", [0.3, 1.0])
+@pytest.mark.parametrize("erosion_m", [0.0, 1.0])
+def test_component_by_component_gives_the_whole_block_partition(gsd, erosion_m):
+    # separate() floods only the components with two or more markers, each in its box;
+    # split_component() floods the whole block at once: the buildings must be the same
+    fg, ct = street(gsd, seed=3)
+    options = InstanceOptions(marker_erosion_m=erosion_m).in_pixels(gsd)
+    n, labels = separate(fg, ct, options)
+    m, whole = split_component(fg, ct, marker_mask(fg, ct, options), options)
+    assert n == m > 20
+    assert np.array_equal(labels, components_of_labels(whole)[1])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_buildings_split_does_not_depend_on_the_rest_of_the_block(seed):
+    # Flat uint8 planes tie everywhere; the rest of a block must not change how a building
+    # is split, or two overlapping prediction blocks cut the same house differently (the
+    # whole-block watershed did, on these seeds: its equal-priority markers are taken in
+    # an order set by every marker of the block)
+    gsd = 0.5
+    fg, ct = street(gsd, seed, noise=0.0)
+    ct8 = np.rint(ct * 255).astype(np.uint8)
+    options = InstanceOptions().in_pixels(gsd)
+    _, full = separate(fg, ct8, options)
+    half = fg.copy()
+    half[:, fg.shape[1] // 2:] = False
+    _, comp = components(half)
+    # the components entirely in the left half are the same with or without the right half
+    whole_left = np.unique(comp[:, fg.shape[1] // 2 - 1])
+    keep = (comp > 0) & ~np.isin(comp, whole_left)
+    _, alone = separate(fg & keep, ct8, options)
+    assert keep.sum() > 1000
+    pairs = np.unique(np.stack([full[keep], alone[keep]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
