@@ -116,12 +116,28 @@ def components(mask: np.ndarray) -> tuple[int, np.ndarray]:
         np.ascontiguousarray(mask).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     if n <= 1:
         return 0, labels
-    s = stats[1:]
-    order = np.lexsort((s[:, cv2.CC_STAT_AREA], s[:, cv2.CC_STAT_WIDTH],
-                        s[:, cv2.CC_STAT_HEIGHT], s[:, cv2.CC_STAT_LEFT], s[:, cv2.CC_STAT_TOP]))
     lut = np.zeros(n, dtype=np.int32)
-    lut[order + 1] = np.arange(1, n, dtype=np.int32)
+    lut[1:] = _ranks(_stats_keys(stats[1:]))
     return n - 1, lut[labels]
+
+
+def _stats_keys(stats: np.ndarray) -> np.ndarray:
+    """OpenCV component statistics -> (n, 5) int64 (top, left, height, width, area)."""
+    import cv2
+
+    return stats[:, [cv2.CC_STAT_TOP, cv2.CC_STAT_LEFT, cv2.CC_STAT_HEIGHT,
+                     cv2.CC_STAT_WIDTH, cv2.CC_STAT_AREA]].astype("int64")
+
+
+def _ranks(keys: np.ndarray) -> np.ndarray:
+    """Rank 1..n (int32) of each row of (n, 5) (top, left, height, width, area) keys: the
+    translation-invariant numbering of :func:`components`."""
+    import numpy as np
+
+    order = np.lexsort(keys.T[::-1])
+    rank = np.empty(len(keys), dtype=np.int32)
+    rank[order] = np.arange(1, len(keys) + 1, dtype=np.int32)
+    return rank
 
 
 def _as_unit(plane: np.ndarray) -> np.ndarray:
@@ -182,24 +198,33 @@ def components_of_labels(labels: np.ndarray) -> tuple[int, np.ndarray]:
     """Renumber a label image 1..n in the translation-invariant order of :func:`components`
     (by each region's top, left, height, width, area)."""
     import numpy as np
+
+    ids, keys = _region_keys(labels)
+    if len(ids) == 0:
+        return 0, np.zeros(labels.shape, dtype=np.int32)
+    lut = np.zeros(int(ids[-1]) + 1, dtype=np.int32)
+    lut[ids] = _ranks(keys)
+    return len(ids), lut[labels]
+
+
+def _region_keys(labels: np.ndarray, top: int = 0, left: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The labels present in a label image, ascending, and their (n, 5) int64 (top, left,
+    height, width, area) keys, boxes shifted by (top, left)."""
+    import numpy as np
     from scipy import ndimage
 
     # find_objects and bincount: two C passes over the image (np.unique, nonzero and
     # ufunc.at took 3x as long on a 2560² block).
     boxes = ndimage.find_objects(labels)
     ids = np.array([k + 1 for k, box in enumerate(boxes) if box is not None], dtype=np.int64)
-    if len(ids) == 0:
-        return 0, np.zeros(labels.shape, dtype=np.int32)
-    n = len(ids)
-    top = np.array([boxes[k - 1][0].start for k in ids])
-    bottom = np.array([boxes[k - 1][0].stop for k in ids])
-    left = np.array([boxes[k - 1][1].start for k in ids])
-    right = np.array([boxes[k - 1][1].stop for k in ids])
-    area = np.bincount(labels.ravel(), minlength=len(boxes) + 1)[ids]
-    order = np.lexsort((area, right - left, bottom - top, left, top))
-    lut = np.zeros(len(boxes) + 1, dtype=np.int32)
-    lut[ids[order]] = np.arange(1, n + 1, dtype=np.int32)
-    return n, lut[labels]
+    keys = np.empty((len(ids), 5), dtype=np.int64)
+    for row, k in enumerate(ids):
+        rows, cols = boxes[k - 1]
+        keys[row, :4] = (rows.start + top, cols.start + left, rows.stop - rows.start,
+                         cols.stop - cols.start)
+    keys[:, 4] = np.bincount(labels.ravel(), minlength=len(boxes) + 1)[ids]
+    return ids, keys
 
 
 def separate(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
@@ -244,35 +269,31 @@ def separate(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
     whole = np.ones(n_comp, dtype=bool)
     whole[0] = False
     whole[split] = False
-    # Region boxes and areas (top, left, height, width, area) for the final numbering.
-    keys = [stats[whole][:, [cv2.CC_STAT_TOP, cv2.CC_STAT_LEFT, cv2.CC_STAT_HEIGHT,
-                             cv2.CC_STAT_WIDTH, cv2.CC_STAT_AREA]].astype(np.int64)]
+    # Every building's key (top, left, height, width, area), for the final numbering: the
+    # whole components' from OpenCV's statistics, the split ones' pieces from their boxes.
+    keys = [_stats_keys(stats[whole])]
     pieces = []
     for c in split:
         top, left = int(stats[c, cv2.CC_STAT_TOP]), int(stats[c, cv2.CC_STAT_LEFT])
         box = (slice(top, top + int(stats[c, cv2.CC_STAT_HEIGHT])),
                slice(left, left + int(stats[c, cv2.CC_STAT_WIDTH])))
         own = comp[box] == c
-        k, sub = split_component(own, contour[box], kept[mark[box]] & own, options)
-        keys.append(_region_keys(sub, k, top, left))
-        pieces.append((box, sub))
-    key = np.concatenate(keys)
-    order = np.lexsort((key[:, 4], key[:, 3], key[:, 2], key[:, 1], key[:, 0]))
-    rank = np.empty(len(key), dtype=np.int32)
-    rank[order] = np.arange(1, len(key) + 1, dtype=np.int32)
+        _, sub = split_component(own, contour[box], kept[mark[box]] & own, options)
+        ids, piece_keys = _region_keys(sub, top, left)
+        keys.append(piece_keys)
+        pieces.append((box, sub, ids))
+    rank = _ranks(np.concatenate(keys))
     lut = np.zeros(n_comp, dtype=np.int32)
-    lut[whole] = rank[:int(whole.sum())]
-    labels = lut[comp]
     start = int(whole.sum())
-    for box, sub in pieces:
-        k = int(sub.max())
-        sub_lut = np.zeros(k + 1, dtype=np.int32)
-        sub_lut[1:] = rank[start:start + k]
-        start += k
-        view = labels[box]
+    lut[whole] = rank[:start]
+    labels = lut[comp]
+    for box, sub, ids in pieces:
+        sub_lut = np.zeros(int(ids[-1]) + 1, dtype=np.int32)
+        sub_lut[ids] = rank[start:start + len(ids)]
+        start += len(ids)
         hit = sub > 0
-        view[hit] = sub_lut[sub[hit]]
-    return len(key), labels
+        labels[box][hit] = sub_lut[sub[hit]]
+    return len(rank), labels
 
 
 def marker_mask(fg: np.ndarray, contour: np.ndarray, options: PixelInstanceOptions
@@ -307,21 +328,6 @@ def _marker_components(fg: np.ndarray, contour: np.ndarray, options: PixelInstan
     return n, labels, kept
 
 
-def _region_keys(labels: np.ndarray, count: int, top: int, left: int) -> np.ndarray:
-    """(count, 5) int64 (top, left, height, width, area) of regions 1..count, shifted by
-    (top, left)."""
-    import numpy as np
-    from scipy import ndimage
-
-    boxes = ndimage.find_objects(labels, max_label=count)
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    out = np.empty((count, 5), dtype=np.int64)
-    for k, (rows, cols) in enumerate(boxes):  # every label 1..count is present
-        out[k] = (rows.start + top, cols.start + left, rows.stop - rows.start,
-                  cols.stop - cols.start, area[k])
-    return out
-
-
 def split_component(fg: np.ndarray, contour: np.ndarray, markers: np.ndarray,
                     options: PixelInstanceOptions) -> tuple[int, np.ndarray]:
     """Seeded watershed and merges (the module's steps 2-4) over a whole mask at once.
@@ -329,8 +335,8 @@ def split_component(fg: np.ndarray, contour: np.ndarray, markers: np.ndarray,
     :func:`separate` calls it per foreground component that holds two or more markers;
     given a whole block and its :func:`marker_mask` it returns the same partition as
     :func:`separate`, only slower. ``markers``: (H, W) bool inside ``fg``; the other
-    arguments and the result as :func:`separate` (labels not renumbered when nothing
-    merges).
+    arguments and the result as :func:`separate`, except that the labels are in marker
+    order when both merge steps are off.
     """
     import numpy as np
     from skimage.segmentation import watershed
