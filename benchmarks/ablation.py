@@ -154,6 +154,15 @@ def find_scene_files(scene: Path) -> tuple[Path, Path]:
     return rasters[0], vectors[0]
 
 
+def truth_on_grid(footprints: Path, crs: CRS, transform: Any, shape: tuple[int, int]
+                  ) -> np.ndarray:
+    """(H, W) bool: the footprints rasterized on a grid by pixel centre, as ``geotiler
+    evaluate`` scores pixels."""
+    frame = gpd.read_file(footprints).to_crs(crs)
+    return rasterio.features.rasterize(((g, 1) for g in frame.geometry if g is not None),
+                                       out_shape=shape, transform=transform).astype(bool)
+
+
 def tile_splits(tiles: Path) -> gpd.GeoDataFrame:
     return gpd.read_file(tiles / "index.gpkg", layer="tiles")
 

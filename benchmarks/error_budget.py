@@ -41,7 +41,7 @@ from scipy import ndimage
 from geotiler.metrics import edge_band
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import find_scene_files
+from ablation import find_scene_files, truth_on_grid
 
 KINDS = ("false detection", "missed building", "edge", "other")
 
@@ -97,9 +97,7 @@ def main() -> None:
         pred = band > 0 if src.nodata is None else (band > 0) & (band != src.nodata)
         transform, crs, shape = src.transform, src.crs, (src.height, src.width)
     gsd = abs(transform.a)
-    truth_frame = gpd.read_file(footprints).to_crs(crs)
-    truth = features.rasterize(((g, 1) for g in truth_frame.geometry if g is not None),
-                               out_shape=shape, transform=transform).astype(bool)
+    truth = truth_on_grid(footprints, crs, transform, shape)
     kinds = error_kinds(pred, truth, args.edge / gsd)
     index = gpd.read_file(args.ref / "index.gpkg", layer="tiles").to_crs(crs)
     print(f"{args.mask}: wrong pixels by kind, edge band {args.edge:g} m ({args.edge / gsd:g}"

@@ -22,12 +22,11 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
-from rasterio import features
 
 from trainer.modelfile import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import find_scene_files
+from ablation import find_scene_files, truth_on_grid
 
 Turn = Callable[[torch.Tensor], torch.Tensor]
 #: name: (transform, its inverse) on N x C x H x W tensors
@@ -50,9 +49,7 @@ def main() -> None:
     raster, footprints = find_scene_files(args.scene)
     with rasterio.open(raster) as src:
         image, transform, crs = src.read(list(model.spec.bands)), src.transform, src.crs
-    truth = features.rasterize(
-        ((g, 1) for g in gpd.read_file(footprints).to_crs(crs).geometry if g is not None),
-        out_shape=image.shape[1:], transform=transform).astype(bool)
+    truth = truth_on_grid(footprints, crs, transform, image.shape[1:])
     index = gpd.read_file(args.ref / "index.gpkg", layer="tiles").to_crs(crs)
     names = [*ORIENTATIONS, "mean of the five"]
     print(f"{args.model}: pixel IoU of whole 256 px tiles per orientation")
