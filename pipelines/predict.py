@@ -184,10 +184,10 @@ def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = No
     """
     started = time.perf_counter() if started is None else started
     try:
-        with _infer_task(predictor, client, worker_predictor) as run_infer:
+        with _infer_task(predictor, client, worker_predictor) as (run_infer, stop):
             settled, polygons = build_graph(job, run_infer)
             t0 = time.perf_counter()
-            settled_job, stats = _compute(settled, polygons, client, workers, progress)
+            settled_job, stats = _compute(settled, polygons, client, workers, progress, stop)
         timings = {"compute": time.perf_counter() - t0}
         _trim_heap()
         return finish(settled_job, stats, started, timings)
@@ -196,20 +196,37 @@ def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = No
         raise
 
 
+class _Stoppable:
+    """A predictor that refuses new batches once ``stop`` is set: after Ctrl-C the blocks
+    being inferred end at their next batch instead of running all their windows (a block
+    of 2048 px at ``--overlap 127`` holds thousands) while the command waits for them."""
+
+    def __init__(self, predictor: Predictor, stop: threading.Event) -> None:
+        self.predictor, self.stop = predictor, stop
+
+    def __call__(self, image: Any, valid: Any) -> Any:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        return self.predictor(image, valid)
+
+
 @contextlib.contextmanager
 def _infer_task(predictor: Predictor, client: Client | None,
-                worker_predictor: Callable[[], Predictor] | None) -> Iterator[Infer]:
-    """The ``infer`` task function: with the threaded scheduler, :func:`infer_block` with
-    ``predictor`` bound (a closure, never copied); on a cluster, one that finds the worker's
-    predictor through a :class:`PredictorPlugin` registered for as long as this lasts."""
+                worker_predictor: Callable[[], Predictor] | None
+                ) -> Iterator[tuple[Infer, threading.Event]]:
+    """The ``infer`` task function and the event that stops it: with the threaded
+    scheduler, :func:`infer_block` with ``predictor`` bound (a closure, never copied); on a
+    cluster, one that finds the worker's predictor through a :class:`PredictorPlugin`
+    registered for as long as this lasts (Dask cancels a cluster's tasks itself)."""
+    stop = threading.Event()
     if client is None:
-        yield functools.partial(infer_block, predictor=predictor)
+        yield functools.partial(infer_block, predictor=_Stoppable(predictor, stop)), stop
         return
     make = worker_predictor or functools.partial(_same, predictor)
     plugin = PredictorPlugin(make, f"geotiler-predictor-{uuid.uuid4().hex}")
     client.register_plugin(plugin)
     try:
-        yield functools.partial(_infer_on_worker, plugin=plugin.name)
+        yield functools.partial(_infer_on_worker, plugin=plugin.name), stop
     finally:
         try:
             client.unregister_worker_plugin(plugin.name)
@@ -235,7 +252,8 @@ def _trim_heap() -> None:
 
 
 def _compute(settled: Any, polygons: list[Any], client: Client | None,
-             workers: int | None, progress: bool) -> tuple[PredictJob, list[BlockStats]]:
+             workers: int | None, progress: bool, stop: threading.Event
+             ) -> tuple[PredictJob, list[BlockStats]]:
     """Run the graph: the settled job and block stats (the polygon tasks return only
     counts; their polygons are on disk). ``progress``: a bar on a terminal, a few log lines
     otherwise (:mod:`geotiler.progress`), counting blocks inferred and polygonized."""
@@ -251,7 +269,11 @@ def _compute(settled: Any, polygons: list[Any], client: Client | None,
             thread_name_prefix="geotiler-predict"))
         stack.enter_context(DaskProgress("predicting", "task", mode,
                                          prefixes=("infer", "polygonize")))
-        result = dask.compute(settled, polygons, scheduler="threads", pool=pool)
+        try:
+            result = dask.compute(settled, polygons, scheduler="threads", pool=pool)
+        except BaseException:
+            stop.set()  # before the pool's exit waits for the running tasks
+            raise
     job, stats = result[0]
     return job, list(stats)
 

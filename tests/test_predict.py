@@ -283,28 +283,6 @@ def test_a_failure_midway_leaves_nothing_behind(tmp_path):
 
 # --- with a real (tiny, untrained) model file -----------------------------------------------
 
-@pytest.fixture
-def model_file(tmp_path):
-    pytest.importorskip("trainer.modelfile")
-    import torch
-
-    from geotiler.tiles.schema import DatasetInfo
-    from trainer.config import ModelConfig
-    from trainer.modelfile import ModelSpec, save_model
-    from trainer.networks import build_generator
-
-    torch.manual_seed(0)
-    net_config = ModelConfig(arch="unet", in_channels=3, out_channels=2, ngf=4, num_downs=3,
-                             use_dropout=False)
-    spec = ModelSpec(model=net_config, dataset=DatasetInfo(
-        bands=[1, 2, 3], band_names=["red", "green", "blue"], dtype="uint8", mean=[60.0] * 3,
-        std=[40.0] * 3, tile_size=64, gsd=0.5, mask_channels=["footprint", "contour"],
-        target="masks", config={"contour_width": 3}))
-    path = tmp_path / "model.pt"
-    save_model(path, build_generator(net_config), spec)
-    return path
-
-
 def run_cli(*args: str):
     return CliRunner().invoke(main, ["-q", *args])
 

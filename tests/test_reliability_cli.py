@@ -338,3 +338,61 @@ def test_ctrl_c_on_a_local_cluster_prints_no_worker_traceback(corpus, tmp_path):
     assert "Traceback" not in stdout + stderr, stderr
     assert stderr.strip().splitlines()[-1].startswith("Interrupted:")
     assert not list(out.rglob("*.partial*"))
+
+
+# --- Ctrl-C and SIGTERM in predict -----------------------------------------------------------
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "Interrupted:"),
+                                             (signal.SIGTERM, 143, "Terminated:")])
+def test_predict_stops_at_once_when_interrupted_or_terminated(tmp_path, model_file, sig, code,
+                                                               word):
+    """``kill`` (SIGTERM: docker stop, Slurm, systemd) takes Ctrl-C's path, and neither waits
+    for the block being inferred: one 2048 px block holds 247,009 windows here (the code
+    that waited for it stopped 51 s after Ctrl-C), and the command must end within
+    seconds (0.5 s here), its block files removed."""
+    rng = np.random.default_rng(0)
+    raster = write_raster(tmp_path / "a.tif", rng.integers(0, 255, (3, 2048, 2048), np.uint8))
+    out = tmp_path / "out" / "b.gpkg"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geotiler", "-q", "predict", str(raster), "-m", str(model_file),
+         "-o", str(out), "--overlap", "60", "--block", "2048", "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.parent.is_dir() and any(out.parent.glob(".b.blocks-*")):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the block's windows
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith(word), stderr
+    assert "Traceback" not in stderr
+    assert waited < 15, f"took {waited:.0f} s to stop"
+    assert not list(out.parent.iterdir())  # no block files, no outputs
+
+
+def test_tile_terminated_removes_its_partial_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    raster = write_raster(tmp_path / "big.tif", rng.integers(0, 255, (3, 2048, 2048), np.uint8))
+    polys = [pixel_box(c, r, c + 20, r + 20)
+             for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
+    vector = write_footprints(tmp_path / "b.gpkg", polys, "EPSG:32633")
+    out = tmp_path / "tiles"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geotiler", "tile", str(raster), "-f", str(vector), "-o", str(out),
+         "--size", "32", "--shard-size", "64", "--workers", "1", "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((out / "shards").glob("*.tar")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "Terminated: partial outputs were removed; rerun the same command to continue "
+        "(finished shards are reused).")
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]

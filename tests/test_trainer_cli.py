@@ -333,3 +333,29 @@ def test_resume_into_a_new_out_writes_the_model_it_names(tiles: Path, tmp_path: 
     assert new.is_file() and f"model: {new}" in resumed.stdout
     assert load_model(new).spec.training["epochs"] == 2
     assert "--init synthetic is ignored with --resume" in resumed.stderr
+
+
+def test_an_interrupted_run_says_which_checkpoint_continues_it(tiles: Path, tmp_path: Path
+                                                                ) -> None:
+    """Ctrl-C after some epochs: exit 130 and one line naming the --resume that continues
+    (a rerun of the same command would refuse the existing --out)."""
+    import signal
+    import time
+
+    out = tmp_path / "m.pt"
+    last = tmp_path / "m.checkpoints" / "last.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geotiler", "-q", "train", str(tiles), "--out", str(out),
+         "--epochs", "10000", "--no-progress", *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"Interrupted: partial outputs were removed; continue with --resume {last}.")
+    resumed = run(str(tiles), "--out", str(out), "--epochs", "1", "--resume", str(last), *TINY)
+    assert resumed.exit_code == 0, resumed.output

@@ -103,6 +103,12 @@ def train(
         # tearing down while its peer still talks to it aborted now and then at exit
         barrier(ctx)
         return summary
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say how to go on
+        last = ((Path(checkpoint_dir) if checkpoint_dir
+                 else checkpoint.default_checkpoint_dir(out_path)) / checkpoint.CHECKPOINT_NAME)
+        err.after = (f"continue with --resume {last}" if last.exists()  # type: ignore[attr-defined]
+                     else "no epoch had finished: rerun the same command")
+        raise
     except torch.cuda.OutOfMemoryError:
         raise ConfigError(
             f"CUDA ran out of memory at --batch-size {config.effective_batch_size}: lower "

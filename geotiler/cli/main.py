@@ -3,17 +3,20 @@
 ``-v``/``-q`` counts become the log level; this is the only place logging handlers are
 configured. Library errors (:mod:`geotiler.errors`) become a one-line ``Error: ...`` and exit
 1, a :class:`~geotiler.errors.ConfigError` (a setting out of range or inconsistent with the
-data) exits 2 like bad usage, Ctrl-C exits 130 after the library has removed its partial
-files. Anything else a command raises (GDAL, PROJ, a codec, the OS, Dask) is caught by a
-last-resort net and also becomes one ``Error:`` line with exit 1, naming the file where
-the exception does; its traceback is logged at DEBUG (``-v``). The commands live one per
+data) exits 2 like bad usage, Ctrl-C exits 130 and SIGTERM (``kill``, ``docker stop``,
+Slurm, systemd) 143, both after the library has removed its partial files. Anything else
+a command raises (GDAL, PROJ, a codec, the OS, Dask) is caught by a last-resort net and
+also becomes one ``Error:`` line with exit 1, naming the file where the exception does;
+its traceback is logged at DEBUG (``-v``). The commands live one per
 module (:mod:`geotiler.cli`).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -60,6 +63,23 @@ class _BadSetting(click.ClickException):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that it takes
+    the same path: every ``except BaseException`` that removes partial files runs."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+# What an interrupted command leaves, and how to go on (the library removed its partials);
+# a library that knows better sets ``after`` on the KeyboardInterrupt (train: its --resume).
+_AFTER_INTERRUPT = {
+    "tile": "rerun the same command to continue (finished shards are reused)",
+    "demo": "rerun with --overwrite to start again",
+}
+
+
 class _Group(click.Group):
     """The command group; running a command turns library errors into one-line messages."""
 
@@ -70,6 +90,15 @@ class _Group(click.Group):
             raise _one_line(err, ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+        try:
+            return self._invoke(ctx)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as err:
@@ -78,15 +107,18 @@ class _Group(click.Group):
             raise _one_line(err, ctx) from None
         except GeotilerError as err:
             raise click.ClickException(str(err)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # a Dask cluster being torn down reports its cancelled futures at exit: mute it
             for name in ("asyncio", "distributed", "tornado"):
                 logging.getLogger(name).disabled = True
             # ... and a cluster that could not close in time is closed again at exit, where
             # a failure is reported as an "Exception ignored" traceback: shown with -v only
             sys.unraisablehook = _debug_unraisable
-            click.echo("Interrupted: partial outputs were removed; rerun to continue.", err=True)
-            sys.exit(130)
+            what = "Terminated" if isinstance(err, Terminated) else "Interrupted"
+            after = getattr(err, "after", None) or _AFTER_INTERRUPT.get(
+                ctx.invoked_subcommand or "", "rerun to start again")
+            click.echo(f"{what}: partial outputs were removed; {after}.", err=True)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
         except MemoryError:
             raise click.ClickException(
                 "out of memory: lower --batch-size/--workers or the block size"
