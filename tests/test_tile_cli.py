@@ -358,7 +358,9 @@ def test_invalid_polygons_are_repaired_and_counted(tmp_path):
     ("flag", "value", "word"),
     [("--size", "8", "--size"), ("--gsd", "-2", "--gsd"), ("--split", "0.5,0.5", "--split"),
      ("--split", "a,b,c", "--split"), ("--overlap", "300", "--overlap"),
-     ("--bands", "x", "--bands")],
+     ("--bands", "x", "--bands"),
+     # millimetres for metres: refused before planning 10^12 tiles (it took all the memory)
+     ("--gsd", "0.0001", "enlarge its 0.5 m pixels 5e+03 times"), ("--scale", "0.01", "100 times")],
 )
 def test_bad_options_exit_2(flag, value, word, scene, tmp_path):
     raster, vector, _ = scene()

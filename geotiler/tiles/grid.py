@@ -97,9 +97,29 @@ def resampling_for(grid: TileGrid, info: RasterInfo) -> Resampling:
     return resampling_for_scale(grid.pixel[0] / abs(info.transform.a))
 
 
+# Enlarging a raster's pixels more than this adds no detail, only tiles: --gsd 0.001 on
+# 1 m imagery (millimetres typed for metres, degrees for a geographic raster) planned 10^12
+# tiles and took all the memory before any check.
+MAX_ENLARGEMENT = 16.0
+
+
 def make_grid(info: RasterInfo, config: TileConfig) -> TileGrid:
-    """The tile grid of one raster; rasters smaller than a tile get one padded tile."""
+    """The tile grid of one raster; rasters smaller than a tile get one padded tile.
+
+    Raises:
+        ConfigError: the raster is smaller than a pixel at the target GSD, or its pixels
+            would be enlarged more than :data:`MAX_ENLARGEMENT` times.
+    """
     pixel = target_pixel(info, config)
+    enlargement = abs(info.transform.a) / pixel[0]
+    if enlargement > MAX_ENLARGEMENT:
+        asked = (f"--gsd {config.gsd:g} m (metres)" if config.gsd is not None
+                 else f"--scale {config.scale:g}")
+        raise ConfigError(
+            f"{info.path}: {asked} would enlarge its {info.mean_gsd:.3g} m pixels "
+            f"{enlargement:.3g} times (at most {MAX_ENLARGEMENT:g}): a finer grid adds tiles, "
+            "not detail"
+        )
     width = info.width * abs(info.transform.a) / pixel[0]
     height = info.height * abs(info.transform.e) / pixel[1]
     if width < 1 or height < 1:
