@@ -202,3 +202,22 @@ def test_file_holds_only_tensors_and_json(tmp_path: Path) -> None:
 
     ops = [arg for op, arg, _ in pickletools.genops(io.BytesIO(text)) if op.name == "GLOBAL"]
     assert ops and all(str(a).startswith(("torch", "collections OrderedDict")) for a in ops)
+
+
+def test_weights_damaged_on_disk_are_refused(tmp_path: Path) -> None:
+    """64 bytes of 0xff written over a weight tensor in the file (a damaged disk or
+    download) make NaNs: the file loads, and a NaN network predicted "building" over the
+    whole raster with exit 0. It must be refused by name instead."""
+    spec = make_spec()
+    path = tmp_path / "model.pt"
+    save_model(path, build_generator(spec.model), spec)
+    with zipfile.ZipFile(path) as archive:  # torch stores each tensor uncompressed
+        entry = max((i for i in archive.infolist() if "/data/" in i.filename),
+                    key=lambda i: i.file_size)
+        raw = path.read_bytes()
+        name_len, extra_len = np.frombuffer(raw[entry.header_offset + 26:
+                                                entry.header_offset + 30], dtype="<u2")
+        start = entry.header_offset + 30 + int(name_len) + int(extra_len)
+    path.write_bytes(raw[:start] + b"\xff" * 64 + raw[start + 64:])
+    with pytest.raises(ModelFileError, match=r"NaN or infinite values.*damaged"):
+        load_model(path)

@@ -216,6 +216,13 @@ def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor
     spec = ModelSpec.from_dict(spec_data)
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ModelFileError(f"{path} has corrupt weights")
+    # A flipped byte in a weight makes NaN or inf, and a NaN network predicts "building"
+    # everywhere with exit 0; training never writes non-finite weights (it stops first).
+    broken = [k for k, v in state.items()
+              if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelFileError(f"{path} has corrupt weights: {len(broken)} tensor(s) hold NaN "
+                             f"or infinite values ({broken[0]}, ...); the file is damaged")
     return spec, state
 
 
