@@ -188,6 +188,17 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_a_mask_of_nodata_only_is_refused_not_scored_perfect(tmp_path):
+    # the mask predict writes for an all-nodata raster: 0/0 would read as IoU 1.0
+    mask = write_raster(tmp_path / "m.tif", np.full((1, *SHAPE), 255, np.uint8), nodata=255)
+    result = CliRunner().invoke(main, ["evaluate", str(mask), str(truth_gpkg(tmp_path / "t.gpkg"))])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"Error: {mask} has no valid pixel (nodata everywhere): there is nothing "
+                     "to score"]
+    assert "1.0000" not in result.output
+
+
 def test_cli_truth_without_crs_is_a_one_line_error(tmp_path):
     mask = mask_tif(tmp_path / "m.tif", BOXES)
     truth = write_footprints(tmp_path / "t.gpkg", [pixel_box(*b) for b in BOXES], None)

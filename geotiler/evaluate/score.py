@@ -46,7 +46,8 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
 
     Raises:
         InputError: an input is missing, unreadable or without CRS, a PRED raster is not
-            a single-band binary mask, or no truth footprint lies on the prediction's extent.
+            a single-band binary mask, the grid has no valid pixel, or no truth footprint
+            lies on the prediction's extent.
     """
     config = config if config is not None else EvalConfig()
     pred_path, truth_path = Path(pred), Path(truth)
@@ -112,6 +113,9 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         tolerance_px = config.tolerance / gsd
         conf, edges, edge_errors = pixel_counts(
             grid, truth_all, None if grid.is_mask else pred_geoms, tolerance_px, block)
+        if conf.tp + conf.fp + conf.fn + conf.tn == 0:  # the scores would read 1.0
+            raise InputError(f"{source_label(grid.path)} has no valid pixel (nodata "
+                             "everywhere): there is nothing to score")
         pixels = PixelMetrics.from_confusion(conf, edge_errors)
         boundary = BoundaryMetrics.from_counts(edges, config.tolerance, round(tolerance_px, 3))
     pred_geoms = inside(pred_geoms, extent)
