@@ -248,6 +248,15 @@ def test_existing_outputs_need_overwrite(tmp_path):
     predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config(overwrite=True))
 
 
+def test_overwrite_never_replaces_the_input_raster(tmp_path):
+    # predicting on an earlier run's probabilities, into the same names, with --overwrite
+    raster, _ = boxes_raster(tmp_path / "b_prob.tif")
+    before = raster.read_bytes()
+    with pytest.raises(OutputError, match="is the input raster"):
+        predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config(overwrite=True))
+    assert raster.read_bytes() == before
+
+
 def test_bad_inputs_raise_our_errors(tmp_path):
     gray = write_raster(tmp_path / "gray.tif", np.zeros((1, 100, 100), np.uint8))
     with pytest.raises(ModelFileError) as err:

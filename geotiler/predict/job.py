@@ -178,7 +178,8 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
         InputError: the raster is missing or cannot be predicted on (no CRS, rotated...).
         ModelFileError: the raster's band count is not the model's and ``config.bands``
             does not pick the bands (:func:`choose_bands`).
-        OutputError: an output exists (without ``overwrite``) or cannot be written.
+        OutputError: an output exists (without ``overwrite``) or cannot be written, or is
+            the input raster.
     """
     path = raster_source(raster)  # a Path, or a remote raster's GDAL path
     outputs = output_paths(out, raster_out)
@@ -195,6 +196,12 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     if info.dtype != model.dtype:
         log.warning("%s is %s but %s was trained on %s; its normalization may not fit",
                     path, info.dtype, model.name, model.dtype)
+    if isinstance(path, Path):
+        clash = [o for o in outputs.all(config.probabilities)
+                 if o.exists() and o.resolve() == path.resolve()]
+        if clash:  # --overwrite would replace the raster being read
+            raise OutputError(f"{clash[0]} is the input raster; give another --out "
+                              "(or --raster-out)")
     check_outputs(outputs, config.overwrite, config.probabilities)
     grid = model_grid(info, model)
     plan = plan_blocks(grid.height, grid.width, model.tile_size, overlap, config.block)
