@@ -310,12 +310,26 @@ def source_digest(path: Path | str) -> str | None:
     return None if isinstance(path, str) else file_digest(path)
 
 
+def source_size(path: Path) -> int:
+    """Bytes of a local source: a file's size, or the sum over a folder's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks (sources are recorded in dataset.json)."""
+    """SHA-256 of a file, read in chunks (sources are recorded in dataset.json). A folder
+    (OGR reads a shapefile folder as one source) hashes each file in it, by name, in
+    sorted order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    files = (sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir()
+             else [Path(path)])
+    for file in files:
+        if file != Path(path):
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 

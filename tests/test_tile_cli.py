@@ -398,3 +398,23 @@ def test_readers_sharing_a_shard_decode_only_their_tiles(scene, tmp_path):
     halves = [[t.key for t in iter_shard(shard, select=lambda i, _k, p=p: i % 2 == p)]
               for p in (0, 1)]
     assert halves[0] == every[0::2] and halves[1] == every[1::2]
+
+
+def test_a_shapefile_folder_is_one_footprint_source(scene, tmp_path):
+    """OGR reads a folder of shapefiles as one source (evaluate took it): tile did too,
+    then failed hashing it for dataset.json, leaving a half-made dataset behind."""
+    raster, vector, polys = scene()
+    folder = tmp_path / "footprints"
+    folder.mkdir()
+    gpd.read_file(vector).to_file(folder / "buildings.shp")
+    out = tmp_path / "t"
+    result = run("tile", str(raster), "-f", str(folder), "-o", str(out), "--size", "64")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "dataset.json").read_text())["footprints"]
+    files = sorted(p for p in folder.iterdir())
+    assert recorded["size_bytes"] == sum(p.stat().st_size for p in files) > 0
+    again = run("tile", str(raster), "-f", str(folder), "-o", str(out), "--size", "64")
+    assert again.exit_code == 0 and "reused" in again.output
+    (folder / "buildings.dbf").write_bytes((folder / "buildings.dbf").read_bytes() + b" ")
+    changed = run("tile", str(raster), "-f", str(folder), "-o", str(out), "--size", "64")
+    assert changed.exit_code != 0  # an edited source is not taken for the same one

@@ -26,7 +26,14 @@ import shapely
 from geotiler import __version__
 from geotiler.atomic import write_json_atomic
 from geotiler.errors import InputError
-from geotiler.io import RasterInfo, describe_remote, open_raster_info, source_digest, source_label
+from geotiler.io import (
+    RasterInfo,
+    describe_remote,
+    open_raster_info,
+    source_digest,
+    source_label,
+    source_size,
+)
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
 from geotiler.tiles.grid import TileGrid, assign_splits, guard_raster_overlaps, make_grid
 from geotiler.tiles.index import write_index
@@ -95,7 +102,7 @@ def _stat(path: Path | str) -> dict[str, Any]:
     raster's URL, size and ETag (one HEAD request, nothing downloaded)."""
     if isinstance(path, str):
         return describe_remote(path).to_dict()
-    return {"path": str(path.resolve()), "size": path.stat().st_size}
+    return {"path": str(path.resolve()), "size": source_size(path)}
 
 
 def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
@@ -312,7 +319,7 @@ def finish_dataset(
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "footprints": {
                 "path": str(plan.footprints_path.resolve()),
-                "size_bytes": plan.footprints_path.stat().st_size,
+                "size_bytes": source_size(plan.footprints_path),
                 "sha256": digests[plan.footprints_path],
                 **_read_selection(plan),
                 "repaired": report.invalid_repaired,
