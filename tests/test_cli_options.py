@@ -103,3 +103,26 @@ def test_a_setting_out_of_its_range_names_the_help(tmp_path):
 def test_the_group_alone_still_shows_its_help():
     result = CliRunner().invoke(main, [])
     assert "Commands:" in result.output and "Error" not in result.output
+
+
+def test_no_number_option_takes_nan_or_infinity(tmp_path):
+    """Every float option of every command refuses nan and inf in one line, exit 2 (nan
+    passed every range check; ``--min-area inf`` silently dropped every building and wrote
+    ``Infinity`` into the metadata JSON)."""
+    import click
+
+    checked = 0
+    for name, command in main.commands.items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or not isinstance(param.type, click.FloatRange):
+                continue
+            for bad in ("nan", "inf"):
+                result = CliRunner().invoke(main, [name, param.opts[0], bad])
+                assert result.exit_code == 2, (name, param.opts[0], bad, result.output)
+                assert ("is not a finite number" in result.stderr
+                        or "is not in the range" in result.stderr), result.stderr
+            checked += 1
+    assert checked >= 20  # the options of tile, train, predict, evaluate and demo
+    float_options = [p.opts[0] for c in main.commands.values() for p in c.params
+                     if isinstance(p, click.Option) and p.type.name == "float"]
+    assert len(float_options) == checked  # no plain type=float left

@@ -403,7 +403,7 @@ def test_readers_sharing_a_shard_decode_only_their_tiles(scene, tmp_path):
 def test_a_shapefile_folder_is_one_footprint_source(scene, tmp_path):
     """OGR reads a folder of shapefiles as one source (evaluate took it): tile did too,
     then failed hashing it for dataset.json, leaving a half-made dataset behind."""
-    raster, vector, polys = scene()
+    raster, vector, _ = scene()
     folder = tmp_path / "footprints"
     folder.mkdir()
     gpd.read_file(vector).to_file(folder / "buildings.shp")

@@ -14,7 +14,7 @@ from typing import cast
 
 import click
 
-from geotiler.cli.options import overwrite_option
+from geotiler.cli.options import Finite, overwrite_option
 from pipelines.demo import DemoConfig
 from trainer.config import ARCHS, Arch
 
@@ -27,7 +27,7 @@ _DEMO = DemoConfig()
 @click.option("--out", "-o", "out_dir", default=str(_DEMO.out_dir), show_default=True,
               type=click.Path(file_okay=False, path_type=str),
               help="Folder for the tiles, model, predictions, metrics and quick-look.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=_DEMO.minutes,
+@click.option("--minutes", type=Finite(min=0, min_open=True), default=_DEMO.minutes,
               show_default=True, help="Training time budget (the best epoch is kept).")
 @click.option("--arch", type=click.Choice(ARCHS), default=_DEMO.arch,
               show_default=True, help="Model to train.")

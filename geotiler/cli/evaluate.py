@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from geotiler.cli.options import layer_options, overwrite_option
+from geotiler.cli.options import Finite, layer_options, overwrite_option
 from geotiler.evaluate.config import EvalConfig
 
 _EVAL = EvalConfig()
@@ -25,9 +25,9 @@ _EVAL = EvalConfig()
 @layer_options("truth", "truth")
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Also write the metrics as JSON to this file.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=_EVAL.tolerance,
+@click.option("--tolerance", type=Finite(min=0), default=_EVAL.tolerance,
               show_default=True, help="Boundary F-score tolerance in metres.")
-@click.option("--iou-threshold", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--iou-threshold", type=Finite(0, 1, min_open=True),
               default=_EVAL.iou_threshold, show_default=True,
               help="IoU at which a predicted building matches a true one.")
 @overwrite_option("Replace an existing --out file.")

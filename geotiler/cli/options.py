@@ -7,6 +7,7 @@ bad value is a usage error (exit 2) naming the option.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,6 +16,20 @@ import click
 from geotiler.device import DEVICES, PRECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """Click's FloatRange that also refuses ``nan`` and ``inf`` (``nan`` passes every range
+    test, and ``--min-area inf`` dropped every building without a word)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def overwrite_option(help_text: str) -> Callable[[F], F]:

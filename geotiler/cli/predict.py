@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from geotiler.cli.options import (
+    Finite,
     device_option,
     overwrite_option,
     precision_option,
@@ -47,7 +48,7 @@ _INST = _PREDICT.instances
               show_default=True, help="Side of a processing block in pixels (bounds memory).")
 @click.option("--halo", type=click.IntRange(min=0), default=_PREDICT.halo, show_default=True,
               help="Pixels around a block seen when polygonizing (> largest building).")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--threshold", type=Finite(0, 1, min_open=True, max_open=True),
               default=_PREDICT.threshold, show_default=True,
               help="Probability at or above which a pixel is building.")
 @click.option("--otsu", is_flag=True, default=_PREDICT.otsu,
@@ -55,28 +56,28 @@ _INST = _PREDICT.instances
               "(the seed method's rule) instead of --threshold.")
 @click.option("--window", type=click.Choice(WINDOW_KINDS), default=_PREDICT.window,
               show_default=True, help="Blending window of overlapping predictions.")
-@click.option("--simplify", type=click.FloatRange(min=0), default=_PREDICT.simplify,
+@click.option("--simplify", type=Finite(min=0), default=_PREDICT.simplify,
               show_default=True, help="Polygon simplification tolerance in metres (0: none).")
-@click.option("--min-area", type=click.FloatRange(min=0), default=_PREDICT.min_area,
+@click.option("--min-area", type=Finite(min=0), default=_PREDICT.min_area,
               show_default=True, help="Drop polygons smaller than this many m².")
 @click.option("--regularize/--no-regularize", default=_PREDICT.regularize, show_default=True,
               help="Square the corners of nearly rectangular buildings.")
-@click.option("--contour-threshold", type=click.FloatRange(0, 1),
+@click.option("--contour-threshold", type=Finite(0, 1),
               default=_INST.contour_threshold, show_default=True,
               help="Contour probability at or above which a pixel is an outline (instance "
               "markers are the footprint off the outlines).")
-@click.option("--merge-contour", type=click.FloatRange(0, 1), default=_INST.merge_contour,
+@click.option("--merge-contour", type=Finite(0, 1), default=_INST.merge_contour,
               show_default=True,
               help="Neighbouring parts whose shared border has a lower mean contour "
               "probability are one building (roof ridges, shadows); 0 keeps every cut.")
-@click.option("--marker-erosion", type=click.FloatRange(min=0),
+@click.option("--marker-erosion", type=Finite(min=0),
               default=_INST.marker_erosion_m, show_default=True,
               help="Erode instance markers by this many metres before flooding, so houses "
               "joined by a thin bridge of footprint get a marker each (0: off).")
-@click.option("--min-marker-area", type=click.FloatRange(min=0),
+@click.option("--min-marker-area", type=Finite(min=0),
               default=_INST.min_marker_area_m2, show_default=True,
               help="Instance markers smaller than this many m² are dropped.")
-@click.option("--min-fragment", type=click.FloatRange(min=0), default=_INST.min_fragment_m2,
+@click.option("--min-fragment", type=Finite(min=0), default=_INST.min_fragment_m2,
               show_default=True,
               help="Parts smaller than this many m² join the neighbour they share the "
               "longest border with.")

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from geotiler.cli.options import (
+    Finite,
     layer_options,
     overwrite_option,
     progress_option,
@@ -51,10 +52,10 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
               "256 for the full one.")
 @click.option("--overlap", type=int, default=_TILE.overlap, show_default=True,
               help="Pixels shared by neighbouring tiles.")
-@click.option("--gsd", type=float, default=None,
+@click.option("--gsd", type=Finite(), default=None,
               help="Target ground sample distance in metres per pixel (works for geographic "
               "CRSs too). Default: the raster's own.")
-@click.option("--scale", type=float, default=None,
+@click.option("--scale", type=Finite(), default=None,
               help="Resample factor instead of --gsd: output pixel = input pixel x SCALE "
               "(2.64 turns 675 px crops into 256 px tiles, as the seed method did).")
 @click.option("--bands", default=None, metavar="1,2,3",
@@ -66,15 +67,15 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
               "target (white buildings, green outlines, blurred).")
 @click.option("--seed-blur", type=int, default=_TILE.seed_blur, show_default=True,
               help="Gaussian blur kernel (odd px) of the seed-rgb target; 0 for none.")
-@click.option("--max-nodata", type=float, default=_TILE.max_nodata, show_default=True,
+@click.option("--max-nodata", type=Finite(), default=_TILE.max_nodata, show_default=True,
               help="Skip tiles with a larger fraction of invalid pixels (nodata, alpha, mask, "
               "NaN), counted over the part of the tile on the raster (edge padding does not "
               "count).")
-@click.option("--min-building-fraction", type=float, default=_TILE.min_building_fraction,
+@click.option("--min-building-fraction", type=Finite(), default=_TILE.min_building_fraction,
               show_default=True,
               help="Skip training tiles whose building pixels are less than this fraction "
               "(0-1) of the tile.")
-@click.option("--keep-empty", type=float, default=_TILE.keep_empty, show_default=True,
+@click.option("--keep-empty", type=Finite(), default=_TILE.keep_empty, show_default=True,
               help="Fraction of building-free training tiles to keep.")
 @click.option("--split", default=",".join(str(s) for s in _TILE.split), show_default=True,
               metavar="TRAIN,VAL,TEST", help="Fractions of spatial blocks per split.")

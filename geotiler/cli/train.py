@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from geotiler.cli.options import (
+    Finite,
     device_option,
     overwrite_option,
     precision_option,
@@ -50,7 +51,7 @@ def _preset_help() -> str:
               "linearly to zero over the second half of those that fit --max-minutes).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Tiles per step and process. Default: the preset's.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_TRAIN.lr,
+@click.option("--lr", type=Finite(min=0, min_open=True), default=_TRAIN.lr,
               help="Adam learning rate (generator and discriminator). Default: 1e-3 for the "
               "U-Net, 2e-4 (the paper's) for pix2pix.")
 @click.option("--ngf", type=click.IntRange(min=1), default=None,
@@ -65,7 +66,7 @@ def _preset_help() -> str:
               show_default=True, metavar="CHANNELS",
               help="Channels of a branch at the input's resolution (the paper's U-Net has "
               "none: its first layer down-samples and its last up-samples). 0: none.")
-@click.option("--wall-weight", type=click.FloatRange(min=0), default=_TRAIN.wall_weight,
+@click.option("--wall-weight", type=Finite(min=0), default=_TRAIN.wall_weight,
               help="Extra loss weight on the outline pixels between touching buildings "
               "(U-Net's border weights), so that wall-sharing houses come apart. 0: off. "
               f"Default: {DEFAULT_WALL_WEIGHT:g} for the U-Net on footprint + contour tiles, "
@@ -73,19 +74,19 @@ def _preset_help() -> str:
 @click.option("--recon", type=click.Choice(RECONS), default=_TRAIN.recon, show_default=True,
               help="pix2pix reconstruction term: bce-dice (learns buildings where they are a "
               "few % of pixels) or l1 (the paper's, to reproduce the seed method).")
-@click.option("--lambda-recon", "--lambda-l1", "lambda_recon", type=click.FloatRange(min=0),
+@click.option("--lambda-recon", "--lambda-l1", "lambda_recon", type=Finite(min=0),
               default=_TRAIN.lambda_recon, show_default=True,
               help="Weight of the reconstruction term of the pix2pix generator loss.")
 @click.option("--augment/--no-augment", default=_TRAIN.augment, show_default=True,
               help="Augment training tiles: random flips and 90-degree rotations, mild "
               "colour jitter, and the zoom, blur and noise set below.")
-@click.option("--scale-jitter", type=click.FloatRange(min=0), default=_TRAIN.scale_jitter,
+@click.option("--scale-jitter", type=Finite(min=0), default=_TRAIN.scale_jitter,
               show_default=True,
               help="Zoom training tiles by up to 1 + S (and down to 1 / (1 + S)), so "
               "buildings are seen at several ground resolutions. 0: off.")
-@click.option("--blur", type=click.FloatRange(min=0), default=_TRAIN.blur, show_default=True,
+@click.option("--blur", type=Finite(min=0), default=_TRAIN.blur, show_default=True,
               help="Largest Gaussian blur sigma in px, on half the training tiles. 0: off.")
-@click.option("--noise", type=click.FloatRange(min=0), default=_TRAIN.noise, show_default=True,
+@click.option("--noise", type=Finite(min=0), default=_TRAIN.noise, show_default=True,
               help="Std of Gaussian noise on half the training tiles, in units of each "
               "band's std. 0: off.")
 @click.option("--workers", type=click.IntRange(min=0), default=_TRAIN.workers,
@@ -111,7 +112,7 @@ def _preset_help() -> str:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop each epoch after this many steps (quick runs). Default: the whole "
               "train split.")
-@click.option("--max-minutes", type=click.FloatRange(min=0), default=_TRAIN.max_minutes,
+@click.option("--max-minutes", type=Finite(min=0), default=_TRAIN.max_minutes,
               show_default=True, callback=lambda _ctx, _param, v: v or None,
               help="Time budget: train as many epochs (up to --epochs) as fit in this many "
               "minutes, with the learning-rate schedule fitted to them; the best model is "
