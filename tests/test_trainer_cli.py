@@ -359,3 +359,13 @@ def test_an_interrupted_run_says_which_checkpoint_continues_it(tiles: Path, tmp_
         f"Interrupted: partial outputs were removed; continue with --resume {last}.")
     resumed = run(str(tiles), "--out", str(out), "--epochs", "1", "--resume", str(last), *TINY)
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_shard_that_is_not_a_tar_file_is_one_line(tmp_path: Path) -> None:
+    tiles = make_tile_dataset(tmp_path / "t", splits={"train": 6, "val": 2}, shard_size=4,
+                              size=32)
+    shard = sorted((tiles / "shards").glob("*.tar"))[0]
+    shard.write_bytes(b"not a tar file at all\n" * 64)
+    result = run(str(tiles), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *TINY)
+    assert_one_line_error(result, 1, f"cannot open shard {shard}: not a tar archive")
+    assert result.stderr.strip().splitlines()[-1].startswith("Error:")  # nothing after it

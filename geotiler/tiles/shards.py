@@ -38,7 +38,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geotiler.atomic import PARTIAL_SUFFIX, atomic_path, partial_path, write_json_atomic
-from geotiler.errors import DatasetError, OutputError
+from geotiler.errors import DatasetError, OutputError, reason
 from geotiler.tiles.geotiff import decode
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,11 @@ def iter_shard(
     path = Path(path)
     try:
         tar = tarfile.open(path, "r", encoding=TAR_ENCODING)  # noqa: SIM115 - closed below
-    except (OSError, tarfile.TarError) as err:
-        raise DatasetError(f"cannot open shard {path}: {err}") from None
+    except OSError as err:
+        raise DatasetError(f"cannot open shard {path}: {reason(err)}") from None
+    except tarfile.TarError:  # its message lists every compression tarfile tried
+        raise DatasetError(f"cannot open shard {path}: not a tar archive (damaged, or not "
+                           "written by geotiler tile); tile the dataset again") from None
     with tar:
         group: dict[str, bytes] = {}
         current: str | None = None
