@@ -188,6 +188,16 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_a_prediction_of_points_is_refused_as_truth_is(tmp_path):
+    points = write_footprints(tmp_path / "p.gpkg", [shapely.Point(600010, 5000010)],
+                              "EPSG:32633")
+    truth = truth_gpkg(tmp_path / "t.gpkg")
+    with pytest.raises(InputError, match=r"holds 1 feature.* but no polygons"):
+        evaluate(points, truth, raster=mask_tif(tmp_path / "m.tif", BOXES))
+    with pytest.raises(InputError, match="hold no polygons"):
+        evaluate(truth, points, raster=mask_tif(tmp_path / "m.tif", BOXES))
+
+
 def test_a_mask_of_nodata_only_is_refused_not_scored_perfect(tmp_path):
     # the mask predict writes for an all-nodata raster: 0/0 would read as IoU 1.0
     mask = write_raster(tmp_path / "m.tif", np.full((1, *SHAPE), 255, np.uint8), nodata=255)

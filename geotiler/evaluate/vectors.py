@@ -46,7 +46,8 @@ def read_polygons(path: Path) -> Footprints:
     into single polygons, in the file's CRS (an empty layer gives an empty array).
 
     Raises:
-        InputError: the file is missing, unreadable or has no CRS.
+        InputError: the file is missing, unreadable, has no CRS, or holds features none
+            of which is a polygon.
     """
     import pyogrio
 
@@ -63,7 +64,11 @@ def read_polygons(path: Path) -> Footprints:
     if frame.crs is None:
         raise InputError(f"prediction {path} has no CRS; set one with ogr2ogr -a_srs")
     geoms, repaired, dropped = repair_geometries(frame.geometry.values)
-    return Footprints(path=path, geoms=polygons_only(geoms),
+    polygons = polygons_only(geoms)
+    if len(frame) and not len(polygons):  # points or lines would score as "nothing found"
+        raise InputError(f"prediction {path} holds {len(frame)} feature(s) but no polygons "
+                         f"(layer {layer or path.stem!r})")
+    return Footprints(path=path, geoms=polygons,
                       crs=CRS.from_user_input(frame.crs.to_wkt()), repaired=repaired,
                       dropped=dropped)
 
