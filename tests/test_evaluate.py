@@ -198,6 +198,23 @@ def test_a_prediction_of_points_is_refused_as_truth_is(tmp_path):
         evaluate(truth, points, raster=mask_tif(tmp_path / "m.tif", BOXES))
 
 
+def test_a_prediction_with_several_polygon_layers_needs_pred_layer(tmp_path):
+    import geopandas as gpd
+
+    pred = tmp_path / "p.gpkg"
+    for name, boxes in (("good", BOXES), ("bad", BOXES[:1])):
+        gpd.GeoDataFrame(geometry=[pixel_box(*b) for b in boxes], crs="EPSG:32633").to_file(
+            pred, layer=name)
+    truth, mask = truth_gpkg(tmp_path / "t.gpkg"), mask_tif(tmp_path / "m.tif", BOXES)
+    result = CliRunner().invoke(main, ["evaluate", str(pred), str(truth), "--raster",
+                                       str(mask)])
+    assert result.exit_code == 1
+    assert "hold 2 polygon layers (good, bad); choose one with --pred-layer" in result.stderr
+    report = evaluate(pred, truth, raster=mask, pred_layer="good")
+    assert report.buildings.f1 == 1.0
+    assert evaluate(pred, truth, raster=mask, pred_layer="bad").buildings.predicted == 1
+
+
 def test_a_mask_of_nodata_only_is_refused_not_scored_perfect(tmp_path):
     # the mask predict writes for an all-nodata raster: 0/0 would read as IoU 1.0
     mask = write_raster(tmp_path / "m.tif", np.full((1, *SHAPE), 255, np.uint8), nodata=255)

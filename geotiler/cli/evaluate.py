@@ -23,6 +23,9 @@ _EVAL = EvalConfig()
               "s3:// URL). Default: the {stem}_mask.tif that predict wrote beside PRED, if "
               "there.")
 @layer_options("truth", "truth")
+@click.option("--pred-layer", default=None, metavar="NAME",
+              help="Layer of a polygon PRED to score. Default: 'buildings' (what predict "
+              "writes), else the file's only polygon layer.")
 @click.option("--out", "-o", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Also write the metrics as JSON to this file.")
 @click.option("--tolerance", type=Finite(min=0), default=_EVAL.tolerance,
@@ -33,7 +36,7 @@ _EVAL = EvalConfig()
 @overwrite_option("Replace an existing --out file.")
 def evaluate(pred: str, truth: str, raster: str | None, out: str | None, tolerance: float,
              iou_threshold: float, overwrite: bool, truth_layer: str | None,
-             truth_where: str | None) -> None:
+             truth_where: str | None, pred_layer: str | None) -> None:
     """Score predicted buildings PRED (mask GeoTIFF or polygon layer) against TRUTH
     footprints (any vector format and CRS).
 
@@ -53,7 +56,7 @@ def evaluate(pred: str, truth: str, raster: str | None, out: str | None, toleran
         check_report_path(out, overwrite)
     config = EvalConfig(tolerance=tolerance, iou_threshold=iou_threshold)
     report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,
-                            truth_where=truth_where)
+                            truth_where=truth_where, pred_layer=pred_layer)
     click.echo(report.format_table())
     if out is not None:
         save_report(report, out, overwrite=overwrite)

@@ -34,12 +34,13 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = None,
              config: EvalConfig | None = None, *, block: int = BLOCK_PX,
              halo: int = HALO_PX, truth_layer: str | None = None,
-             truth_where: str | None = None) -> EvalReport:
+             truth_where: str | None = None, pred_layer: str | None = None) -> EvalReport:
     """Score ``pred`` (mask GeoTIFF or polygon layer) against the footprints ``truth``.
 
     ``raster``: the grid for pixel scores when ``pred`` is polygons (a file, or a remote
     ``https://``/``s3://`` raster). ``truth_layer``/``truth_where``: the truth's layer and
-    OGR SQL filter (:func:`geotiler.vectors.load_footprints`). ``config``: boundary
+    OGR SQL filter (:func:`geotiler.vectors.load_footprints`); ``pred_layer``: a polygon
+    PRED's layer (:func:`geotiler.evaluate.vectors.read_polygons`). ``config``: boundary
     tolerance (m) and matching IoU threshold (default :class:`EvalConfig`'s).
     ``block``/``halo``: px per block (bounds memory) and the polygonization halo (px) when a
     mask has to be polygonized.
@@ -67,7 +68,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         if raster is not None:
             notes.append("PRED is a mask: --raster is not needed and was ignored")
     else:
-        predicted = read_polygons(pred_path)
+        predicted = read_polygons(pred_path, pred_layer)
         sibling = pred_path.with_name(f"{pred_path.stem}{MASK_SUFFIX}.tif")
         if raster is not None:
             grid = open_grid(raster_source(raster), is_mask=False)

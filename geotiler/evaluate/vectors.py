@@ -15,7 +15,7 @@ from rasterio.crs import CRS
 
 from geotiler.errors import InputError
 from geotiler.io import first_line
-from geotiler.vectors import Footprints, read_vector, repair_geometries
+from geotiler.vectors import Footprints, choose_layer, read_vector, repair_geometries
 
 #: The layer :mod:`geotiler.predict` writes; read when the file has it, else the first layer.
 DEFAULT_LAYER = "buildings"
@@ -41,23 +41,28 @@ def recorded_mask(path: Path) -> Path | None:
     return found if found.is_file() else None
 
 
-def read_polygons(path: Path) -> Footprints:
-    """Polygons of a prediction layer (``buildings`` or the first layer), repaired and split
-    into single polygons, in the file's CRS (an empty layer gives an empty array).
+def read_polygons(path: Path, layer: str | None = None) -> Footprints:
+    """Polygons of a prediction layer (``layer``; default ``buildings``, else the file's
+    only polygon layer: :func:`geotiler.vectors.choose_layer`), repaired and split into
+    single polygons, in the file's CRS (an empty layer gives an empty array).
 
     Raises:
-        InputError: the file is missing, unreadable, has no CRS, or holds features none
-            of which is a polygon.
+        InputError: the file is missing, unreadable, has no CRS, has no such layer or
+            several polygon layers and none named, or holds features none of which is a
+            polygon.
     """
     import pyogrio
 
     if not path.exists():
         raise InputError(f"prediction {path} does not exist")
+    if layer is None and path.suffix.lower() not in _WHOLE_FILE_SUFFIXES:
+        try:
+            has_default = DEFAULT_LAYER in [name for name, _ in pyogrio.list_layers(path)]
+        except Exception as err:  # pyogrio raises several types; the message is what matters
+            raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
+        layer = DEFAULT_LAYER if has_default else None
+    layer = choose_layer(path, layer, "predicted buildings", "--pred-layer")
     try:
-        layer = None
-        if path.suffix.lower() not in _WHOLE_FILE_SUFFIXES:
-            layers = [name for name, _ in pyogrio.list_layers(path)]
-            layer = DEFAULT_LAYER if DEFAULT_LAYER in layers else (layers[0] if layers else None)
         frame = read_vector(path, layer=layer)
     except Exception as err:  # pyogrio raises several types; the message is what matters
         raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
