@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from geotiler import __version__
-from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
+from geotiler.atomic import write_json_atomic, write_text_atomic
 from geotiler.errors import ConfigError, ModelFileError, OutputError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, all_gather
-from trainer.modelfile import CHECKPOINT_FORMAT, MODEL_FORMAT, torch_load_reason
+from trainer.modelfile import CHECKPOINT_FORMAT, MODEL_FORMAT, save_atomic, torch_load_reason
 from trainer.steps import Models
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ def save_checkpoint(
         "history": json.dumps(progress.history), "images": progress.images,
         "planned": progress.planned,
     }
-    path = ckpt_dir / CHECKPOINT_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_atomic(state, ckpt_dir / CHECKPOINT_NAME)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

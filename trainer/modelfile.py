@@ -32,7 +32,7 @@ from torch import nn
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path
-from geotiler.errors import ConfigError, DatasetError, ModelFileError
+from geotiler.errors import ConfigError, DatasetError, ModelFileError, OutputError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import ModelConfig
 from trainer.networks import build_generator, probabilities
@@ -168,9 +168,29 @@ def save_model(path: Path | str, generator: nn.Module, spec: ModelSpec) -> None:
         "spec": json.dumps(spec.to_dict(), sort_keys=True),
         "state_dict": state,
     }
+    save_atomic(payload, path)
+
+
+def save_atomic(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename (:func:`geotiler.atomic.atomic_path`).
+
+    Raises:
+        OutputError: the file cannot be written; a full disk is named as such (torch
+            reports a short write as ``RuntimeError: [enforce fail at
+            inline_container.cc:672] . unexpected pos ...``).
+    """
+    import errno
+    import os
+    import shutil
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as err:
+        if not isinstance(err, OSError) and shutil.disk_usage(path.parent).free < 2**20:
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OutputError.writing(path, err) from None
 
 
 def read_model_file(path: Path | str) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
