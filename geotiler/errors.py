@@ -10,6 +10,7 @@ the CLI's last-resort net (:mod:`geotiler.cli.main`) catches whatever slips thro
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 
@@ -52,8 +53,26 @@ class OutputError(GeotilerError):
         """``cannot write {path}: {reason}`` for a failure while writing ``path``; the OS's
         reasons that need a word of advice (a full disk, a file too large for a limit, a
         read-only location, a file where a folder is needed) get one."""
+        if not (isinstance(err, OSError) and err.errno) and _disk_full(Path(path)):
+            # GDAL ("TIFFAppendToStrip: Write error") and torch ("unexpected pos") report a
+            # short write in their own words, without the OS's errno
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         hint = _HINTS.get(err.errno, "") if isinstance(err, OSError) and err.errno else ""
         return cls(f"cannot write {path}: {reason(err)}{hint}")
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has less
+    than 1 MiB free."""
+    import shutil
+
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free < 2**20
+            except OSError:
+                return False
+    return False
 
 
 _HINTS = {

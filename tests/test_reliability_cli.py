@@ -9,6 +9,7 @@ and that no ``Traceback`` is printed. The inputs are written here, in tmp dirs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -396,3 +397,42 @@ def test_tile_terminated_removes_its_partial_shards(tmp_path):
         "Terminated: partial outputs were removed; rerun the same command to continue "
         "(finished shards are reused).")
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
+
+
+# --- a full disk, reported in GDAL's or torch's own words ----------------------------------
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs filled up (needs root and mount(8); skipped elsewhere)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with open(mount / "filler", "wb") as handle, contextlib.suppress(OSError):
+            handle.write(b"\0" * 2**21)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_short_write_on_a_full_disk_is_named_as_such(full_disk, tmp_path):
+    from rasterio.errors import RasterioIOError
+
+    from geotiler.errors import OutputError
+
+    gdal = RasterioIOError("TIFFAppendToStrip:Write error at scanline 325")
+    assert str(OutputError.writing(full_disk / "b_mask.tif", gdal)) == (
+        f"cannot write {full_disk / 'b_mask.tif'}: No space left on device (free some space "
+        "or choose another --out)")
+    # with room left, GDAL's words stand
+    assert "TIFFAppendToStrip" in str(OutputError.writing(tmp_path / "b.tif", gdal))
+    import torch
+
+    from trainer.modelfile import save_atomic
+
+    with pytest.raises(OutputError, match="No space left on device"):
+        save_atomic({"w": torch.zeros(2**18)}, full_disk / "m.pt")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no partial file

@@ -175,21 +175,15 @@ def save_atomic(payload: Any, path: Path) -> None:
     """``torch.save`` to a temporary name, then rename (:func:`geotiler.atomic.atomic_path`).
 
     Raises:
-        OutputError: the file cannot be written; a full disk is named as such (torch
-            reports a short write as ``RuntimeError: [enforce fail at
-            inline_container.cc:672] . unexpected pos ...``).
+        OutputError: the file cannot be written (a full disk is named as such, where
+            torch says ``RuntimeError: [enforce fail at inline_container.cc:672] .
+            unexpected pos ...``: :meth:`OutputError.writing`).
     """
-    import errno
-    import os
-    import shutil
-
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
     except (OSError, RuntimeError) as err:
-        if not isinstance(err, OSError) and shutil.disk_usage(path.parent).free < 2**20:
-            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         raise OutputError.writing(path, err) from None
 
 
