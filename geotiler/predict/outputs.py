@@ -45,6 +45,7 @@ from affine import Affine
 
 from geotiler import __version__
 from geotiler.atomic import atomic_path, partial_path, write_text_atomic
+from geotiler.errors import InputError
 from geotiler.predict.blocks import BlockStats, MapPolygons, overview_factors
 from geotiler.predict.config import (
     COG_COMPRESSION,
@@ -210,11 +211,16 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
     reported with this step's own added.
 
     Raises:
+        InputError: the raster has no valid pixel (nothing is written).
         OutputError: an output cannot be renamed into place. On any error no output is
             left half-written (those already renamed stay) and the work directory is gone.
     """
     timings = dict(timings or {})
     geotiffs = geotiff_outputs(job)
+    if not any(s.valid_pixels for s in stats):  # outputs of nothing, and a 0.0 % mask
+        shutil.rmtree(job.workdir, ignore_errors=True)
+        raise InputError(f"{job.grid.path} has no valid pixel (nodata, or outside its mask, "
+                         "everywhere): there is nothing to predict on")
     try:
         # The outputs are written side by side: GDAL's COG writer compresses on every core
         # but reads the blocks and builds overviews on one, and the GeoPackage needs none
