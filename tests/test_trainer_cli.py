@@ -177,6 +177,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run(str(tmp_path / "empty"), "--out", out, *TINY), 1,
                           "no dataset.json")
+    (tmp_path / "a_file").write_text("x")
+    assert_one_line_error(run(str(tmp_path / "a_file"), "--out", out, *TINY), 1,
+                          "is a file; give the folder")
     no_train = make_tile_dataset(tmp_path / "no_train", splits={"val": 3}, size=32)
     assert_one_line_error(run(str(no_train), "--out", out, *TINY), 1, "no train tiles")
     newer = make_tile_dataset(tmp_path / "newer", splits={"train": 2}, size=32,

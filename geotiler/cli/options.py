@@ -40,7 +40,7 @@ def overwrite_option(help_text: str) -> Callable[[F], F]:
 progress_option = click.option(
     "--progress/--no-progress", default=True, show_default=True,
     help="Show progress: a bar on a terminal, a few log lines when stderr is a file or a "
-    "pipe. -q also turns it off.")
+    "pipe. 'geotiler -q COMMAND' also turns it off.")
 
 
 def layer_options(name: str, what: str) -> Callable[[F], F]:

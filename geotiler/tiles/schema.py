@@ -178,6 +178,9 @@ class DatasetInfo:
 def load_dataset_info(dataset_dir: Path | str) -> DatasetInfo:
     """Read and check ``dataset.json``; DatasetError with the reason if it is not usable."""
     path = Path(dataset_dir) / DATASET_FILE
+    if Path(dataset_dir).is_file():
+        raise DatasetError(f"tile dataset {dataset_dir} is a file; give the folder that "
+                           "geotiler tile wrote (it holds dataset.json)")
     if not Path(dataset_dir).is_dir():
         raise DatasetError(
             f"tile dataset {dataset_dir} does not exist (make one with geotiler tile)"
