@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -308,6 +309,18 @@ def source_digest(path: Path | str) -> str | None:
     """SHA-256 of a local source; None for a remote one (identified by its ETag instead,
     :func:`describe_remote`, so that nothing is downloaded to hash it)."""
     return None if isinstance(path, str) else file_digest(path)
+
+
+def given_twice(paths: Sequence[Path | str]) -> str | None:
+    """The first of several inputs named twice (local paths compared resolved: ``a.tif``
+    and ``./a.tif`` are one), or None."""
+    seen: set[str] = set()
+    for path in paths:
+        key = path if isinstance(path, str) and "://" in path else str(Path(path).resolve())
+        if key in seen:
+            return str(path)
+        seen.add(key)
+    return None
 
 
 def source_size(path: Path) -> int:

@@ -418,3 +418,11 @@ def test_a_shapefile_folder_is_one_footprint_source(scene, tmp_path):
     (folder / "buildings.dbf").write_bytes((folder / "buildings.dbf").read_bytes() + b" ")
     changed = run("tile", str(raster), "-f", str(folder), "-o", str(out), "--size", "64")
     assert changed.exit_code != 0  # an edited source is not taken for the same one
+
+
+def test_a_raster_given_twice_is_refused(scene, tmp_path, monkeypatch):
+    raster, vector, _ = scene()
+    monkeypatch.chdir(tmp_path)
+    result = run("tile", str(raster), f"./{raster.name}", "-f", str(vector), "-o", "t")
+    assert_one_line_error(result, 2, f"raster ./{raster.name} is given twice")
+    assert not (tmp_path / "t").exists()

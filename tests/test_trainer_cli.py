@@ -177,6 +177,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run(str(tmp_path / "empty"), "--out", out, *TINY), 1,
                           "no dataset.json")
+    twice = run(str(tiles_dir := make_tile_dataset(tmp_path / "t2", splits={"train": 2},
+                                                   size=32)),
+                f"{tiles_dir}/../t2", "--out", out, *TINY)
+    assert_one_line_error(twice, 2, "is given twice: its tiles would count double")
     (tmp_path / "a_file").write_text("x")
     assert_one_line_error(run(str(tmp_path / "a_file"), "--out", out, *TINY), 1,
                           "is a file; give the folder")

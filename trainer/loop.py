@@ -24,6 +24,7 @@ import torch
 
 from geotiler import __version__
 from geotiler.errors import ConfigError, DatasetError
+from geotiler.io import given_twice
 from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
@@ -96,6 +97,9 @@ def train(
     try:
         dirs = ([Path(tiles_dirs)] if isinstance(tiles_dirs, (str, Path))
                 else [Path(d) for d in tiles_dirs])
+        if (twice := given_twice(dirs)) is not None:
+            raise ConfigError(f"tile dataset {twice} is given twice: its tiles would count "
+                              "double")
         summary = _train(dirs, Path(out_path), config, ctx,
                          Path(checkpoint_dir) if checkpoint_dir else None,
                          Path(resume) if resume else None, overwrite, progress)

@@ -25,10 +25,11 @@ import shapely
 
 from geotiler import __version__
 from geotiler.atomic import write_json_atomic
-from geotiler.errors import InputError
+from geotiler.errors import ConfigError, InputError
 from geotiler.io import (
     RasterInfo,
     describe_remote,
+    given_twice,
     open_raster_info,
     source_digest,
     source_label,
@@ -137,6 +138,9 @@ def plan_tiling(
     """
     if not rasters:
         raise InputError("give at least one raster")
+    twice = given_twice(rasters)
+    if twice:
+        raise ConfigError(f"raster {twice} is given twice: its tiles would count double")
     infos = _unique_names([open_raster_info(p, config.bands) for p in rasters])
     first = infos[0]
     for info in infos[1:]:
