@@ -243,6 +243,13 @@ def test_raster_smaller_than_a_window_and_no_probabilities(tmp_path):
         assert src.shape == (40, 50) and src.read(1).sum() == 400
     frame = gpd.read_file(tmp_path / "b.gpkg")
     assert frame.area_m2[0] == pytest.approx(100)
+    # --overwrite with probabilities, then without: the first run's do not stay beside
+    predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config(overwrite=True))
+    assert (tmp_path / "b_prob.tif").exists()
+    predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg",
+            config(overwrite=True, probabilities=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "b.gpkg", "b_mask.qml", "b_mask.tif", "tiny.tif"]
 
 
 def test_existing_outputs_need_overwrite(tmp_path):

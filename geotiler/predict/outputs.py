@@ -243,6 +243,10 @@ def finish(job: PredictJob, stats: Sequence[BlockStats], started: float,
                 buildings, timings["gpkg"] = gpkg.result()
                 timings["geotiffs"] = max(future.result()[1] for future in tifs)
             timings["outputs"] = time.perf_counter() - t0
+        if job.config.overwrite and not job.config.probabilities:
+            # an older run's probabilities must not pass for this run's
+            for stale in (job.outputs.prob, sidecar_path(job.outputs.prob)):
+                stale.unlink(missing_ok=True)
     finally:
         shutil.rmtree(job.workdir, ignore_errors=True)
     valid = sum(s.valid_pixels for s in stats)
