@@ -103,10 +103,8 @@ def shared_scene(name: str) -> Path:
     return path
 
 
-@pytest.fixture
-def model_file(tmp_path: Path) -> Path:
+def write_tiny_model(path: Path) -> Path:
     """A tiny untrained U-Net model file (3 bands, footprint + contour, 64 px at 0.5 m)."""
-    pytest.importorskip("trainer.modelfile")
     import torch
 
     from geotiler.tiles.schema import DatasetInfo
@@ -121,6 +119,12 @@ def model_file(tmp_path: Path) -> Path:
         bands=[1, 2, 3], band_names=["red", "green", "blue"], dtype="uint8", mean=[60.0] * 3,
         std=[40.0] * 3, tile_size=64, gsd=0.5, mask_channels=["footprint", "contour"],
         target="masks", config={"contour_width": 3}))
-    path = tmp_path / "model.pt"
     save_model(path, build_generator(net_config), spec)
     return path
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """:func:`write_tiny_model` in the test's folder."""
+    pytest.importorskip("trainer.modelfile")
+    return write_tiny_model(tmp_path / "model.pt")

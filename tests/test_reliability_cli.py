@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from geotiler.cli import main
 from geotiler.tiles.shards import list_shards
 
-from conftest import REPO, pixel_box, write_footprints, write_raster
+from conftest import REPO, pixel_box, write_footprints, write_raster, write_tiny_model
 
 CUDA = False
 try:  # torch is a dependency; only asks whether this machine has a GPU
@@ -92,29 +92,11 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     bad_tiles.mkdir()
     (bad_tiles / "dataset.json").write_text("{ not json")
     model = root / "model.pt"
-    _tiny_model(model)
+    write_tiny_model(model)
     (root / "garbage.pt").write_bytes(b"not a model")
     assert run("predict", str(good), "-m", str(model), "-o", str(root / "pred" / "b.gpkg"),
                "--device", "cpu").exit_code == 0
     return {p.name: p for p in root.iterdir()} | {"root": root}
-
-
-def _tiny_model(path: Path) -> None:
-    import torch
-
-    from geotiler.tiles.schema import DatasetInfo
-    from trainer.config import ModelConfig
-    from trainer.modelfile import ModelSpec, save_model
-    from trainer.networks import build_generator
-
-    torch.manual_seed(0)
-    net = ModelConfig(arch="unet", in_channels=3, out_channels=2, ngf=4, num_downs=3,
-                      use_dropout=False)
-    spec = ModelSpec(model=net, dataset=DatasetInfo(
-        bands=[1, 2, 3], band_names=["red", "green", "blue"], dtype="uint8", mean=[60.0] * 3,
-        std=[40.0] * 3, tile_size=64, gsd=0.5, mask_channels=["footprint", "contour"],
-        target="masks", config={"contour_width": 3}))
-    save_model(path, build_generator(net), spec)
 
 
 UNWRITABLE = "/proc/geotiler-test/out"  # /proc takes no new folders, not even from root
@@ -374,29 +356,6 @@ def test_predict_stops_at_once_when_interrupted_or_terminated(tmp_path, model_fi
     assert "Traceback" not in stderr
     assert waited < 15, f"took {waited:.0f} s to stop"
     assert not list(out.parent.iterdir())  # no block files, no outputs
-
-
-def test_tile_terminated_removes_its_partial_shards(tmp_path):
-    rng = np.random.default_rng(0)
-    raster = write_raster(tmp_path / "big.tif", rng.integers(0, 255, (3, 2048, 2048), np.uint8))
-    polys = [pixel_box(c, r, c + 20, r + 20)
-             for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
-    vector = write_footprints(tmp_path / "b.gpkg", polys, "EPSG:32633")
-    out = tmp_path / "tiles"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geotiler", "tile", str(raster), "-f", str(vector), "-o", str(out),
-         "--size", "32", "--shard-size", "64", "--workers", "1", "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list((out / "shards").glob("*.tar")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == (
-        "Terminated: partial outputs were removed; rerun the same command to continue "
-        "(finished shards are reused).")
-    assert not [p for p in out.rglob("*") if ".partial" in p.name]
 
 
 # --- a full disk, reported in GDAL's or torch's own words ----------------------------------

@@ -179,10 +179,10 @@ def test_tiles_do_not_depend_on_overviews(tmp_path):
 
 
 def test_predictions_do_not_depend_on_overviews(tmp_path):
-    from test_reliability_cli import _tiny_model
+    from conftest import write_tiny_model
 
     model = tmp_path / "model.pt"
-    _tiny_model(model)  # 0.5 m per px: reads the 0.25 m raster at half its resolution
+    write_tiny_model(model)  # 0.5 m per px: reads the 0.25 m raster at half its resolution
     probs = []
     for overviews in (False, True):
         raster = stripes(tmp_path, overviews)
@@ -198,10 +198,10 @@ def test_predictions_do_not_depend_on_overviews(tmp_path):
 # --- band count mismatch ----------------------------------------------------------------------
 
 def test_a_band_count_other_than_the_models_is_refused_unless_bands_are_picked(tmp_path):
-    from test_reliability_cli import _tiny_model
+    from conftest import write_tiny_model
 
     model = tmp_path / "model.pt"
-    _tiny_model(model)  # RGB
+    write_tiny_model(model)  # RGB
     rng = np.random.default_rng(0)
     raster = write_raster(tmp_path / "bgrn.tif",
                           rng.integers(0, 255, (4, 100, 100)).astype(np.uint8))
