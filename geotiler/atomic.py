@@ -33,20 +33,23 @@ def partial_path(path: Path | str, *, keep_suffix: bool = False) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def prepare_output_folder(folder: Path | str) -> None:
+def prepare_output_folder(folder: Path | str) -> list[Path]:
     """Create ``folder`` (and its parents) for outputs and check it can be written, before
     any work: a command should fail on an unusable ``--out`` at once, not after minutes.
+    Returns the folders it created, deepest first (a failed run removes them again).
 
     Raises:
         OutputError: it cannot be created (e.g. it lies under a file) or is not writable.
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError.writing(folder, err) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {folder} is not writable")
+    return created
 
 
 @contextlib.contextmanager

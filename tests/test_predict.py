@@ -214,8 +214,8 @@ def test_nodata_is_skipped_and_marked(tmp_path):
 def test_a_raster_of_nodata_only_is_refused_and_writes_nothing(tmp_path):
     raster = write_raster(tmp_path / "nd.tif", np.zeros((3, 200, 300), np.uint8), nodata=0)
     with pytest.raises(InputError, match="has no valid pixel"):
-        predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["nd.tif"]
+        predict(raster, Brightness(), MODEL, tmp_path / "out" / "new" / "b.gpkg", config())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nd.tif"]  # nor the folders
 
 
 def test_empty_prediction_writes_a_valid_empty_layer(tmp_path):

@@ -355,7 +355,7 @@ def test_predict_stops_at_once_when_interrupted_or_terminated(tmp_path, model_fi
     assert stderr.strip().splitlines()[-1].startswith(word), stderr
     assert "Traceback" not in stderr
     assert waited < 15, f"took {waited:.0f} s to stop"
-    assert not list(out.parent.iterdir())  # no block files, no outputs
+    assert not out.parent.exists()  # the folder it made, its block files and outputs
 
 
 # --- a full disk, reported in GDAL's or torch's own words ----------------------------------

@@ -51,6 +51,7 @@ class PredictJob:
     config: PredictConfig
     outputs: OutputPaths
     workdir: Path  # temporary, inside the raster output directory
+    created: tuple[Path, ...] = ()  # output folders this run made, deepest first
 
     def block_file(self, kind: str, index: tuple[int, int]) -> Path:
         """The work directory's GeoTIFF of one block, ``kind`` ``prob`` or ``mask``
@@ -80,8 +81,10 @@ def output_paths(out: Path | str, raster_out: Path | str | None = None) -> Outpu
                        folder / f"{gpkg.stem}{MASK_SUFFIX}.tif")
 
 
-def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = True) -> None:
-    """OutputError when an output exists (without overwrite) or a folder is not writable."""
+def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = True
+                  ) -> list[Path]:
+    """OutputError when an output exists (without overwrite) or a folder is not writable;
+    returns the output folders it created, deepest first."""
     wanted = paths.all(probabilities)
     existing = [str(p) for p in wanted if p.exists()]
     if existing and not overwrite:
@@ -89,8 +92,10 @@ def check_outputs(paths: OutputPaths, overwrite: bool, probabilities: bool = Tru
     for path in wanted:
         if path.exists() and path.is_dir():
             raise OutputError(f"{path} is a directory; give a file name")
-    for folder in {p.parent for p in wanted}:
-        prepare_output_folder(folder)
+    created: list[Path] = []
+    for folder in sorted({p.parent for p in wanted}):
+        created += prepare_output_folder(folder)
+    return sorted(created, key=lambda p: len(p.parts), reverse=True)
 
 
 def choose_bands(path: Path | str, model: ModelInfo,
@@ -202,7 +207,7 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
         if clash:  # --overwrite would replace the raster being read
             raise OutputError(f"{clash[0]} is the input raster; give another --out "
                               "(or --raster-out)")
-    check_outputs(outputs, config.overwrite, config.probabilities)
+    created = check_outputs(outputs, config.overwrite, config.probabilities)
     grid = model_grid(info, model)
     plan = plan_blocks(grid.height, grid.width, model.tile_size, overlap, config.block)
     try:
@@ -213,4 +218,4 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     log.info("%s: %d x %d px at %.3g m (model grid%s), %d blocks, %d windows",
              info.name, grid.width, grid.height, model.gsd,
              "" if grid.native else ", resampled", len(plan.indexes), plan.num_windows)
-    return PredictJob(grid, plan, model, config, outputs, workdir)
+    return PredictJob(grid, plan, model, config, outputs, workdir, tuple(created))

@@ -272,10 +272,14 @@ def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
 
 
 def abort(job: PredictJob) -> None:
-    """Remove the work directory and any staged output of an interrupted run."""
+    """Remove the work directory, any staged output of an interrupted or failed run, and
+    the output folders it created if they are empty."""
     shutil.rmtree(job.workdir, ignore_errors=True)
     for final in job.outputs.all(True):
         partial_path(final, keep_suffix=True).unlink(missing_ok=True)
+    for folder in job.created:
+        with contextlib.suppress(OSError):  # not empty: an earlier output is kept
+            folder.rmdir()
 
 
 def _vrt(job: PredictJob, kind: str, names: Sequence[str], nodata: int | None,
