@@ -128,7 +128,24 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def run_demo(config: DemoConfig, *, overwrite: bool = False, client: Client | None = None,
              progress: bool = True) -> DemoReport:
-    """Run tile -> train -> predict -> evaluate -> quick-look into ``config.out_dir``."""
+    """Run tile -> train -> predict -> evaluate -> quick-look into ``config.out_dir``; a run
+    that fails or is interrupted leaves ``config.out_dir`` empty (as the same command needs
+    it)."""
+    out = Path(config.out_dir)
+    existed = out.exists()
+    prepare_out_dir(out, overwrite)
+    try:
+        return _run_stages(out, config, client, progress)
+    except BaseException:  # Ctrl-C included: a half-made demo would block the same command
+        shutil.rmtree(out, ignore_errors=True)
+        if existed:
+            out.mkdir(parents=True, exist_ok=True)
+        raise
+
+
+def _run_stages(out: Path, config: DemoConfig, client: Client | None, progress: bool
+                ) -> DemoReport:
+    """The demo's four stages into the prepared ``out``."""
     from geotiler.evaluate import evaluate, save_report
     from geotiler.predict.job import output_paths
     from geotiler.quicklook import render_quicklook
@@ -137,8 +154,6 @@ def run_demo(config: DemoConfig, *, overwrite: bool = False, client: Client | No
     from trainer.config import TrainConfig
     from trainer.loop import train
 
-    out = Path(config.out_dir)
-    prepare_out_dir(out, overwrite)
     if config.raster is not None and config.footprints is not None:
         raster, footprints = Path(config.raster), Path(config.footprints)
     else:

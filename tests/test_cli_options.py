@@ -126,3 +126,5 @@ def test_no_number_option_takes_nan_or_infinity(tmp_path):
     float_options = [p.opts[0] for c in main.commands.values() for p in c.params
                      if isinstance(p, click.Option) and p.type.name == "float"]
     assert len(float_options) == checked  # no plain type=float left
+    for name in main.commands:  # and an unbounded one shows no "[x<=None]" in --help
+        assert "None]" not in CliRunner().invoke(main, [name, "--help"]).output

@@ -66,3 +66,29 @@ def test_sample_scene_is_regenerated_where_the_repository_is_not_at_hand(tmp_pat
         assert hashlib.sha256(made.read().tobytes()).digest() == hashlib.sha256(
             committed.read().tobytes()).digest()
     assert len(gpd.read_file(footprints)) == len(gpd.read_file(SAMPLE_FOOTPRINTS))
+
+
+def test_an_interrupted_demo_leaves_its_folder_as_the_same_command_needs_it(tmp_path):
+    """Ctrl-C while training: exit 130, and the folder is left empty, so the advice on the
+    last line (rerun the same command) works; a half-made demo had no demo.json, and
+    the rerun, with or without --overwrite, refused it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geotiler", "-q", "demo", "--out", str(out), "--minutes", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            out / "model.checkpoints").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the demo ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "Interrupted: partial outputs were removed; rerun the same command to start again.")
+    assert not out.exists()

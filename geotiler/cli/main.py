@@ -73,10 +73,10 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 # What an interrupted command leaves, and how to go on (the library removed its partials);
-# a library that knows better sets ``after`` on the KeyboardInterrupt (train: its --resume).
+# else what the library set as ``after`` on the KeyboardInterrupt (train: its --resume).
 _AFTER_INTERRUPT = {
     "tile": "rerun the same command to continue (finished shards are reused)",
-    "demo": "rerun with --overwrite to start again",
+    "demo": "rerun the same command to start again",
 }
 
 
@@ -115,8 +115,8 @@ class _Group(click.Group):
             # a failure is reported as an "Exception ignored" traceback: shown with -v only
             sys.unraisablehook = _debug_unraisable
             what = "Terminated" if isinstance(err, Terminated) else "Interrupted"
-            after = getattr(err, "after", None) or _AFTER_INTERRUPT.get(
-                ctx.invoked_subcommand or "", "rerun to start again")
+            after = (_AFTER_INTERRUPT.get(ctx.invoked_subcommand or "")
+                     or getattr(err, "after", None) or "rerun to start again")
             click.echo(f"{what}: partial outputs were removed; {after}.", err=True)
             sys.exit(143 if isinstance(err, Terminated) else 130)
         except MemoryError:

@@ -24,6 +24,10 @@ class Finite(click.FloatRange):
 
     name = "float"
 
+    def _describe_range(self) -> str:
+        # unbounded: no "[x<=None]" in --help
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
         number = super().convert(value, param, ctx)
