@@ -187,8 +187,14 @@ def run_job(job: PredictJob, predictor: Predictor, *, client: Client | None = No
         with _infer_task(predictor, client, worker_predictor) as (run_infer, stop):
             settled, polygons = build_graph(job, run_infer)
             t0 = time.perf_counter()
-            settled_job, stats = _compute(settled, polygons, client, workers, progress, stop)
+            settled_job, stats, reach = _compute(settled, polygons, client, workers, progress,
+                                                 stop)
         timings = {"compute": time.perf_counter() - t0}
+        if reach:
+            log.warning("%d building(s) reach past their block's --halo (%d px): each was "
+                        "seen only in part, so it may come back cut or overlapping a "
+                        "neighbour's piece of it; rerun with a larger --halo", reach,
+                        job.config.halo)
         _trim_heap()
         return finish(settled_job, stats, started, timings)
     except BaseException:
@@ -253,16 +259,18 @@ def _trim_heap() -> None:
 
 def _compute(settled: Any, polygons: list[Any], client: Client | None,
              workers: int | None, progress: bool, stop: threading.Event
-             ) -> tuple[PredictJob, list[BlockStats]]:
-    """Run the graph: the settled job and block stats (the polygon tasks return only
-    counts; their polygons are on disk). ``progress``: a bar on a terminal, a few log lines
-    otherwise (:mod:`geotiler.progress`), counting blocks inferred and polygonized."""
+             ) -> tuple[PredictJob, list[BlockStats], int]:
+    """Run the graph: the settled job, block stats, and how many buildings reach past their
+    block's halo (the polygon tasks return only that count; their polygons are on disk).
+    ``progress``: a bar on a terminal, a few log lines otherwise (:mod:`geotiler.progress`),
+    counting blocks inferred and polygonized."""
     mode = progress_mode(progress)
     if client is not None:
         futures = client.compute([settled, *polygons])
         wait_with_progress(futures, "predicting", "task", mode)
-        job, stats = client.gather(futures)[0]
-        return job, list(stats)
+        gathered = client.gather(futures)
+        job, stats = gathered[0]
+        return job, list(stats), sum(gathered[1:])
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(
             workers or default_threads(), initializer=_background_priority,
@@ -275,7 +283,7 @@ def _compute(settled: Any, polygons: list[Any], client: Client | None,
             stop.set()  # before the pool's exit waits for the running tasks
             raise
     job, stats = result[0]
-    return job, list(stats)
+    return job, list(stats), sum(result[1])
 
 
 def default_threads() -> int:

@@ -211,6 +211,22 @@ def test_nodata_is_skipped_and_marked(tmp_path):
         assert (valid[:, : 460 // 4] == 0).all() and (valid[:, 460 // 4:] == 255).all()
 
 
+def test_a_building_larger_than_the_halo_is_warned_about(tmp_path, caplog):
+    # one 150 x 150 px roof across four 128 px blocks: with a 16 px halo no block sees it
+    # whole (its pieces may overlap); with a 160 px halo every block does
+    data = np.full((3, 256, 256), 20, np.uint8)
+    data[:, 50:200, 50:200] = 240
+    raster = write_raster(tmp_path / "big.tif", data)
+    with caplog.at_level("WARNING"):
+        predict(raster, Brightness(), MODEL, tmp_path / "a.gpkg", config(halo=16))
+    assert "reach past their block's --halo (16 px)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config(halo=160))
+    assert "--halo" not in caplog.text
+    assert len(gpd.read_file(tmp_path / "b.gpkg")) == 1
+
+
 def test_a_raster_of_nodata_only_is_refused_and_writes_nothing(tmp_path):
     raster = write_raster(tmp_path / "nd.tif", np.zeros((3, 200, 300), np.uint8), nodata=0)
     with pytest.raises(InputError, match="has no valid pixel"):

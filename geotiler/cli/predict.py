@@ -47,7 +47,9 @@ _INST = _PREDICT.instances
 @click.option("--block", type=click.IntRange(min=64), default=_PREDICT.block,
               show_default=True, help="Side of a processing block in pixels (bounds memory).")
 @click.option("--halo", type=click.IntRange(min=0), default=_PREDICT.halo, show_default=True,
-              help="Pixels around a block seen when polygonizing (> largest building).")
+              help="Pixels around a block seen when polygonizing: more than the largest "
+              "building, or block of touching buildings (a warning names those that reach "
+              "past it).")
 @click.option("--threshold", type=Finite(0, 1, min_open=True, max_open=True),
               default=_PREDICT.threshold, show_default=True,
               help="Probability at or above which a pixel is building.")

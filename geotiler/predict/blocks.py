@@ -318,13 +318,14 @@ def polygon_options(job: PredictJob, rect: Rect) -> tuple[PolygonOptions, float]
 
 def polygonize_job_block(job: PredictJob, index: tuple[int, int]) -> int:
     """Save the buildings owned by one block (:func:`block_polygons`) in the work
-    directory, for :func:`geotiler.predict.outputs.finish`; returns how many. With
-    ``--otsu`` the block's mask file is first rewritten at the job's (settled) threshold."""
+    directory, for :func:`geotiler.predict.outputs.finish`; returns how many of them reach
+    past the halo. With ``--otsu`` the block's mask file is first rewritten at the job's
+    (settled) threshold."""
     if job.config.otsu:
         rewrite_mask_block(job, index)
-    found = block_polygons(job, index)
+    found, reach = block_polygons(job, index)
     found.save(job.block_file("poly", index).with_suffix(".npz"))
-    return len(found)
+    return reach
 
 
 def rewrite_mask_block(job: PredictJob, index: tuple[int, int]) -> None:
@@ -342,10 +343,14 @@ def rewrite_mask_block(job: PredictJob, index: tuple[int, int]) -> None:
             dst.build_overviews(factors, Resampling[OVERVIEW_RESAMPLING["mask"]])
 
 
-def block_polygons(job: PredictJob, index: tuple[int, int]) -> MapPolygons:
-    """Buildings owned by one block, read with a halo from the finished block files.
+def block_polygons(job: PredictJob, index: tuple[int, int]) -> tuple[MapPolygons, int]:
+    """Buildings owned by one block, read with a halo from the finished block files, and
+    how many of them reach the halo's outer edge (inside the raster).
 
-    Call only once the blocks within :attr:`PredictJob.polygon_reach` are finalized.
+    Such a building (or the connected piece of footprint it was cut from) is larger than
+    the halo: this block saw only part of it, and the neighbour that sees another part may
+    make another building of it, so the two can overlap. Call only once the blocks within
+    :attr:`PredictJob.polygon_reach` are finalized.
     """
     core = job.plan.core(*index)
     region = core.grow(job.config.halo, job.grid.height, job.grid.width)
@@ -353,5 +358,14 @@ def block_polygons(job: PredictJob, index: tuple[int, int]) -> MapPolygons:
     footprint, contour = building_channels(probs, job.model.channels)
     options, pixel_area = polygon_options(job, core)
     found = polygonize_block(footprint, contour, region, core, options)
+    reach = 0
+    if len(found):
+        x0, y0, x1, y1 = shapely.bounds(found.geoms).T
+        near = options.simplify + 1  # simplified outlines may stop short of the edge
+        reach = int(np.count_nonzero(
+            ((region.col0 > 0) & (x0 <= region.col0 + near))
+            | ((region.row0 > 0) & (y0 <= region.row0 + near))
+            | ((region.col1 < job.grid.width) & (x1 >= region.col1 - near))
+            | ((region.row1 < job.grid.height) & (y1 >= region.row1 - near))))
     return MapPolygons(to_map(found.geoms, job.grid.transform), found.area * pixel_area,
-                       found.score)
+                       found.score), reach
