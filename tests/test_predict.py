@@ -211,9 +211,13 @@ def test_nodata_is_skipped_and_marked(tmp_path):
         assert (valid[:, : 460 // 4] == 0).all() and (valid[:, 460 // 4:] == 255).all()
 
 
-def test_a_building_larger_than_the_halo_is_warned_about(tmp_path, caplog):
+def test_a_building_larger_than_the_halo_is_warned_about(tmp_path, caplog, monkeypatch):
     # one 150 x 150 px roof across four 128 px blocks: with a 16 px halo no block sees it
     # whole (its pieces may overlap); with a 160 px halo every block does
+    import logging
+
+    # a CLI test run before this one stops "pipelines" records at its own handler
+    monkeypatch.setattr(logging.getLogger("pipelines"), "propagate", True)
     data = np.full((3, 256, 256), 20, np.uint8)
     data[:, 50:200, 50:200] = 240
     raster = write_raster(tmp_path / "big.tif", data)
