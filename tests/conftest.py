@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,3 +132,22 @@ def model_file(tmp_path: Path) -> Path:
     """:func:`write_tiny_model` in the test's folder."""
     pytest.importorskip("trainer.modelfile")
     return write_tiny_model(tmp_path / "model.pt")
+
+
+def interrupt_geotiler(args: Sequence[str], ready: Callable[[], bool],
+                       sig: int = signal.SIGINT, settle: float = 0.0
+                       ) -> tuple[int, str, float]:
+    """Run ``python -m geotiler ARGS``, send ``sig`` once ``ready()`` holds (and ``settle``
+    seconds more), wait for it to end; return (exit code, stderr, seconds from the signal
+    to the exit). Fails if the command ends before it could be interrupted."""
+    proc = subprocess.Popen([sys.executable, "-m", "geotiler", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    time.sleep(settle)
+    assert proc.poll() is None, f"geotiler {args[0]} ended before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr, time.monotonic() - sent

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import pipelines.demo as demo
 from geotiler.cli import main
 
-from conftest import SAMPLE_FOOTPRINTS, SAMPLE_RASTER
+from conftest import SAMPLE_FOOTPRINTS, SAMPLE_RASTER, interrupt_geotiler
 
 
 @pytest.mark.slow
@@ -72,23 +72,11 @@ def test_an_interrupted_demo_leaves_its_folder_as_the_same_command_needs_it(tmp_
     """Ctrl-C while training: exit 130, and the folder is left empty, so the advice on the
     last line (rerun the same command) works; a half-made demo had no demo.json, and
     the rerun, with or without --overwrite, refused it."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     out = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geotiler", "-q", "demo", "--out", str(out), "--minutes", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not (
-            out / "model.checkpoints").exists():
-        time.sleep(0.05)
-    assert proc.poll() is None, "the demo ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    code, stderr, _ = interrupt_geotiler(
+        ["-q", "demo", "--out", str(out), "--minutes", "2"],
+        ready=lambda: (out / "model.checkpoints").exists())
+    assert code == 130, stderr
     assert stderr.strip().splitlines()[-1] == (
         "Interrupted: partial outputs were removed; rerun the same command to start again.")
     assert not out.exists()

@@ -31,7 +31,14 @@ from click.testing import CliRunner
 from geotiler.cli import main
 from geotiler.tiles.shards import list_shards
 
-from conftest import REPO, pixel_box, write_footprints, write_raster, write_tiny_model
+from conftest import (
+    REPO,
+    interrupt_geotiler,
+    pixel_box,
+    write_footprints,
+    write_raster,
+    write_tiny_model,
+)
 
 CUDA = False
 try:  # torch is a dependency; only asks whether this machine has a GPU
@@ -336,22 +343,12 @@ def test_predict_stops_at_once_when_interrupted_or_terminated(tmp_path, model_fi
     rng = np.random.default_rng(0)
     raster = write_raster(tmp_path / "a.tif", rng.integers(0, 255, (3, 2048, 2048), np.uint8))
     out = tmp_path / "out" / "b.gpkg"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geotiler", "-q", "predict", str(raster), "-m", str(model_file),
-         "-o", str(out), "--overlap", "60", "--block", "2048", "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.parent.is_dir() and any(out.parent.glob(".b.blocks-*")):
-            break
-        time.sleep(0.05)
-    time.sleep(1.0)  # well inside the block's windows
-    assert proc.poll() is None, "the job ended before it could be interrupted"
-    sent = time.monotonic()
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
-    waited = time.monotonic() - sent
-    assert proc.returncode == code, stderr
+    exit_code, stderr, waited = interrupt_geotiler(
+        ["-q", "predict", str(raster), "-m", str(model_file), "-o", str(out), "--overlap",
+         "60", "--block", "2048", "--no-progress"],
+        ready=lambda: out.parent.is_dir() and any(out.parent.glob(".b.blocks-*")),
+        sig=sig, settle=1.0)  # well inside the block's windows
+    assert exit_code == code, stderr
     assert stderr.strip().splitlines()[-1].startswith(word), stderr
     assert "Traceback" not in stderr
     assert waited < 15, f"took {waited:.0f} s to stop"

@@ -7,9 +7,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,7 +20,7 @@ from geotiler.cli import main
 from geotiler.tiles.schema import load_dataset_info
 from geotiler.tiles.shards import iter_shard, iter_tiles, list_shards
 
-from conftest import pixel_box, write_footprints, write_raster
+from conftest import interrupt_geotiler, pixel_box, write_footprints, write_raster
 
 
 def run(*args: str) -> object:
@@ -281,15 +278,11 @@ def test_interrupted_run_leaves_no_partial_shard(tmp_path, sig, code, word):
              for r in range(0, 2000, 50) for c in range(0, 2000, 50)]
     vector = write_footprints(tmp_path / "b.gpkg", polys, "EPSG:32633")
     out = tmp_path / "tiles"
-    cmd = [sys.executable, "-m", "geotiler", "tile", str(raster), "-f", str(vector), "-o",
-           str(out), "--size", "32", "--shard-size", "64", "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((out / "shards").glob("*.tar")):
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == code, stderr
+    exit_code, stderr, _ = interrupt_geotiler(
+        ["tile", str(raster), "-f", str(vector), "-o", str(out), "--size", "32",
+         "--shard-size", "64", "--workers", "1", "--no-progress"],
+        ready=lambda: bool(list((out / "shards").glob("*.tar"))), sig=sig)
+    assert exit_code == code, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
         f"{word}: partial outputs were removed; rerun the same command to continue "

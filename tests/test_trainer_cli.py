@@ -21,6 +21,8 @@ from geotiler.cli import main
 from trainer.config import DEFAULT_WALL_WEIGHT
 from trainer.modelfile import load_model
 
+from conftest import interrupt_geotiler
+
 torch.set_num_threads(1)
 
 TINY = ["--ngf", "4", "--ndf", "4", "--num-downs", "3", "--workers", "0", "--device", "cpu",
@@ -346,22 +348,12 @@ def test_an_interrupted_run_says_which_checkpoint_continues_it(tiles: Path, tmp_
                                                                 ) -> None:
     """Ctrl-C after some epochs: exit 130 and one line naming the --resume that continues
     (a rerun of the same command would refuse the existing --out)."""
-    import signal
-    import time
-
     out = tmp_path / "m.pt"
     last = tmp_path / "m.checkpoints" / "last.pt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geotiler", "-q", "train", str(tiles), "--out", str(out),
-         "--epochs", "10000", "--no-progress", *TINY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not last.exists():
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    code, stderr, _ = interrupt_geotiler(
+        ["-q", "train", str(tiles), "--out", str(out), "--epochs", "10000", "--no-progress",
+         *TINY], ready=last.exists)
+    assert code == 130, stderr
     assert stderr.strip().splitlines()[-1] == (
         f"Interrupted: partial outputs were removed; continue with --resume {last}.")
     resumed = run(str(tiles), "--out", str(out), "--epochs", "1", "--resume", str(last), *TINY)
