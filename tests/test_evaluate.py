@@ -226,6 +226,15 @@ def test_a_mask_of_nodata_only_is_refused_not_scored_perfect(tmp_path):
     assert "1.0000" not in result.output
 
 
+def test_a_failed_evaluation_leaves_no_folder_for_its_report(tmp_path):
+    mask = write_raster(tmp_path / "m.tif", np.full((1, *SHAPE), 255, np.uint8), nodata=255)
+    out = tmp_path / "reports" / "run1" / "m.json"
+    result = CliRunner().invoke(main, ["evaluate", str(mask), str(truth_gpkg(tmp_path / "t.gpkg")),
+                                       "-o", str(out)])
+    assert result.exit_code == 1
+    assert not (tmp_path / "reports").exists()
+
+
 def test_cli_truth_without_crs_is_a_one_line_error(tmp_path):
     mask = mask_tif(tmp_path / "m.tif", BOXES)
     truth = write_footprints(tmp_path / "t.gpkg", [pixel_box(*b) for b in BOXES], None)

@@ -7,6 +7,8 @@ that config, hands it to :func:`geotiler.evaluate.evaluate`, prints the table an
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from geotiler.cli.options import Finite, layer_options, overwrite_option
@@ -52,11 +54,17 @@ def evaluate(pred: str, truth: str, raster: str | None, out: str | None, toleran
     from geotiler.evaluate import save_report
     from geotiler.evaluate.report import check_report_path
 
-    if out is not None:  # an unusable --out fails now, not after the scoring
-        check_report_path(out, overwrite)
+    # an unusable --out fails now, not after the scoring
+    created = check_report_path(out, overwrite) if out is not None else []
     config = EvalConfig(tolerance=tolerance, iou_threshold=iou_threshold)
-    report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,
-                            truth_where=truth_where, pred_layer=pred_layer)
+    try:
+        report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,
+                                truth_where=truth_where, pred_layer=pred_layer)
+    except BaseException:  # leave no empty folder made for the report
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     click.echo(report.format_table())
     if out is not None:
         save_report(report, out, overwrite=overwrite)

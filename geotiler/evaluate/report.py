@@ -150,14 +150,16 @@ def save_report(report: EvalReport, path: Path | str, overwrite: bool = False) -
     Raises:
         OutputError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
     """
-    path = check_report_path(path, overwrite)
+    path = Path(path)
+    check_report_path(path, overwrite)
     write_json_atomic(path, report.to_dict())
     return path
 
 
-def check_report_path(path: Path | str, overwrite: bool = False) -> Path:
+def check_report_path(path: Path | str, overwrite: bool = False) -> list[Path]:
     """Check, before any scoring, that the report can be written to ``path`` (its folder
-    created if needed); returns it as a Path.
+    created if needed); returns the folders it created, deepest first (a failed run
+    removes them again).
 
     Raises:
         OutputError: ``path`` exists and ``overwrite`` is false, is a directory, or its
@@ -168,5 +170,4 @@ def check_report_path(path: Path | str, overwrite: bool = False) -> Path:
         raise OutputError(f"{path} already exists; use --overwrite to replace it")
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file name")
-    prepare_output_folder(path.parent)
-    return path
+    return prepare_output_folder(path.parent)
