@@ -323,11 +323,16 @@ def given_twice(paths: Sequence[Path | str]) -> str | None:
     return None
 
 
+def _source_files(path: Path) -> list[Path]:
+    """A local source's files: itself, or a folder's files in sorted order (OGR reads a
+    shapefile folder as one source)."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
 def source_size(path: Path) -> int:
     """Bytes of a local source: a file's size, or the sum over a folder's files."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+    return sum(p.stat().st_size for p in _source_files(path))
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
@@ -335,9 +340,7 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     (OGR reads a shapefile folder as one source) hashes each file in it, by name, in
     sorted order."""
     digest = hashlib.sha256()
-    files = (sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir()
-             else [Path(path)])
-    for file in files:
+    for file in _source_files(path):
         if file != Path(path):
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with open(file, "rb") as handle:

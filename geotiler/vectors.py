@@ -153,10 +153,12 @@ def read_vector(path: Path,
 
 
 def choose_layer(path: Path, layer: str | None, what: str = "footprints",
-                 option: str = "--footprints-layer") -> str | None:
-    """The layer of ``path`` to read polygons from: ``layer`` if given (checked), else the
-    only polygon layer; None where the reader's default applies (one layer, GeoParquet,
-    OpenStreetMap extracts).
+                 option: str = "--footprints-layer", prefer: str | None = None
+                 ) -> str | None:
+    """The layer of ``path`` to read polygons from: ``layer`` if given (checked), else
+    ``prefer`` where the file has it (predict's ``buildings``), else the only polygon
+    layer; None where the reader's default applies (one layer, GeoParquet, OpenStreetMap
+    extracts).
 
     Raises:
         InputError: ``layer`` is not in the file, or the file has several polygon layers
@@ -181,6 +183,8 @@ def choose_layer(path: Path, layer: str | None, what: str = "footprints",
             raise InputError(f"{what} {path} have no layer {layer!r}; its layers: "
                              f"{', '.join(names)}")
         return layer
+    if prefer is not None and prefer in names:
+        return prefer
     if len(layers) <= 1:
         return None
     polygonal = [name for name, kind in layers

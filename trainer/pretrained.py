@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from geotiler.atomic import atomic_path
 from geotiler.errors import ModelFileError
 
 #: Names ``--init`` accepts besides a path, and their files in ``trainer/weights/``.
@@ -57,7 +56,7 @@ def write_half_precision(source: Path | str, target: Path | str) -> None:
     Raises:
         ModelFileError: ``source`` is not a readable geotiler model file.
     """
-    from trainer.modelfile import read_model_file
+    from trainer.modelfile import read_model_file, save_atomic
 
     read_model_file(source)  # checked: a model file, not a checkpoint
     payload = torch.load(source, map_location="cpu", weights_only=True)
@@ -65,5 +64,4 @@ def write_half_precision(source: Path | str, target: Path | str) -> None:
         name: tensor.half() if tensor.is_floating_point() else tensor
         for name, tensor in payload["state_dict"].items()
     }
-    with atomic_path(Path(target)) as tmp:
-        torch.save(payload, tmp)
+    save_atomic(payload, Path(target))

@@ -51,17 +51,10 @@ def read_polygons(path: Path, layer: str | None = None) -> Footprints:
             several polygon layers and none named, or holds features none of which is a
             polygon.
     """
-    import pyogrio
-
     if not path.exists():
         raise InputError(f"prediction {path} does not exist")
-    if layer is None and path.suffix.lower() not in _WHOLE_FILE_SUFFIXES:
-        try:
-            has_default = DEFAULT_LAYER in [name for name, _ in pyogrio.list_layers(path)]
-        except Exception as err:  # pyogrio raises several types; the message is what matters
-            raise InputError(f"cannot read prediction {path}: {first_line(err)}") from None
-        layer = DEFAULT_LAYER if has_default else None
-    layer = choose_layer(path, layer, "predicted buildings", "--pred-layer")
+    layer = choose_layer(path, layer, "predicted buildings", "--pred-layer",
+                         prefer=DEFAULT_LAYER)
     try:
         frame = read_vector(path, layer=layer)
     except Exception as err:  # pyogrio raises several types; the message is what matters

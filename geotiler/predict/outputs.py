@@ -136,7 +136,6 @@ def _block_sources(job: PredictJob, kind: str, band: int, scale: int, open_optio
     return "".join(sources)
 
 
-
 def write_geotiff(job: PredictJob, output: GeoTiffOutput, staging: Path) -> None:
     """One cloud-optimized GeoTIFF from the block files, at ``staging``. Where the blocks
     carry no overviews (:func:`~geotiler.predict.blocks.overview_factors`), GDAL makes
