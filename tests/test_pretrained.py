@@ -113,3 +113,21 @@ def test_weights_that_do_not_fit_are_a_model_file_error():
     other = build_generator(replace(config, ngf=16))
     with pytest.raises(ModelFileError, match="its weights do not fit this run's network"):
         init_weights(other, "synthetic", config)
+
+
+def test_init_trains_the_network_of_its_file(tiles, tmp_path, model_file):
+    """``--init M`` fine-tunes M's network (ngf 4, 3 levels here, not the preset's) without
+    the user repeating its options; an explicit size that differs is refused in one line."""
+    out = tmp_path / "ft.pt"
+    result = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(out), "--init", str(model_file), "--epochs", "1",
+        "--max-steps", "1", "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    spec, _ = read_model_file(out)
+    assert (spec.model.ngf, spec.model.num_downs) == (4, 3)
+    result = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(tmp_path / "x.pt"), "--init", str(model_file),
+        "--num-downs", "4", "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "num_downs 3 (this run: 4)" in lines[0]

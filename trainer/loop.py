@@ -42,7 +42,7 @@ from trainer.distributed import (
     teardown_distributed,
 )
 from trainer.losses import GANLoss
-from trainer.modelfile import ModelSpec, init_weights, save_model
+from trainer.modelfile import ModelSpec, init_weights, save_model, with_init_network
 from trainer.networks import count_parameters
 from trainer.pretrained import resolve_init
 from trainer.steps import build_models, set_lr, train_epoch
@@ -172,7 +172,7 @@ def _train(
     progress: bool,
 ) -> TrainSummary:
     start_time = time.perf_counter()
-    config = config.resolved()
+    config = with_init_network(config).resolved()
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
         check_shards(d, one)

@@ -19,6 +19,7 @@ model must be retrained.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import pickle
@@ -34,7 +35,7 @@ from geotiler import __version__
 from geotiler.atomic import atomic_path
 from geotiler.errors import ConfigError, DatasetError, ModelFileError, OutputError
 from geotiler.tiles.schema import DatasetInfo
-from trainer.config import ModelConfig
+from trainer.config import ModelConfig, TrainConfig
 from trainer.networks import build_generator, probabilities
 from trainer.pretrained import PRETRAINED, resolve_init
 
@@ -256,6 +257,26 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], context: str) ->
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ModelFileError(f"{context}: {first}") from None
+
+
+def with_init_network(config: TrainConfig) -> TrainConfig:
+    """``config`` with the generator sizes it leaves to the preset (``ngf`` and
+    ``num_downs`` of ``None``) taken from its ``--init`` model file, so that ``train --init
+    M`` fine-tunes M's network without repeating its options. Sizes given explicitly stay,
+    and :func:`init_weights` refuses them if they differ from the file's. Without
+    ``init``, ``config`` itself.
+
+    Raises:
+        ModelFileError: the ``--init`` file is unreadable or not a geotiler model file.
+    """
+    if config.init is None or (config.ngf is not None and config.num_downs is not None):
+        return config
+    spec, _ = read_model_file(resolve_init(config.init))
+    return dataclasses.replace(
+        config,
+        ngf=spec.model.ngf if config.ngf is None else config.ngf,
+        num_downs=spec.model.num_downs if config.num_downs is None else config.num_downs,
+    )
 
 
 def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> ModelSpec:

@@ -98,11 +98,12 @@ def _preset_help() -> str:
 @device_option(_TRAIN.device, "'auto' uses the GPU when CUDA is available.")
 @precision_option(_TRAIN.precision, "Measured 1.7x faster on CPU at 256 px.")
 @click.option("--init", type=click.Path(path_type=str), default=_TRAIN.init, metavar="MODEL",
-              help="Start from the generator weights of this model file (same network), "
-              "e.g. one pretrained on other scenes, or 'synthetic': the weights shipped with "
+              help="Start from the generator weights of this model file, e.g. one "
+              "pretrained on other scenes, or 'synthetic': the weights shipped with "
               "geotiler, pretrained on our synthetic scenes tiled at 1 m (RGB tiles with "
-              "footprint + contour masks, small U-Net); the new tiles' normalization is "
-              "used. Ignored with --resume.")
+              "footprint + contour masks, small U-Net). The run trains that "
+              "file's network (its --ngf and --num-downs unless given); the new tiles' "
+              "normalization is used. Weights ignored with --resume.")
 @click.option("--resume", type=click.Path(path_type=str), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (e.g. model.checkpoints/last.pt) with "
               "the same options; raise --epochs to train longer.")
