@@ -14,6 +14,9 @@ each ``--seeds`` value, fine-tunes it with the default recipe (``geotiler train 
     python benchmarks/pretrain_synthetic.py --work /tmp/syn --gsd 1 --max-minutes 10 \
         --real /tmp/q/def256 --seeds 0 1
     python benchmarks/score_areas.py /tmp/syn/ft_def256_s0.pt --ref /tmp/q/def256 --name def
+    # another network for both steps (README, "A deeper U-Net"):
+    python benchmarks/pretrain_synthetic.py --work /tmp/syn6 --net-args "--num-downs 6" \
+        --real /tmp/q/def256 --seeds 0 1
 
 Models trained only on our synthetic scenes are ours to ship; nothing made from
 ``../shared`` may be committed.
@@ -69,6 +72,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, nargs="*", default=[],
                         help="real tile datasets to fine-tune on (step 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--net-args", default="",
+                        help="`geotiler train` network options for both steps, e.g. "
+                        "'--num-downs 6' (the shipped weights must match the default network)")
     parser.add_argument("--finetune-args", default="",
                         help="more `geotiler train` options for the fine-tuning, e.g. "
                         "'--epochs 150' or, for a smoke run, '--epochs 2'")
@@ -78,7 +84,8 @@ def main() -> None:
     if not pre.exists():
         tiles = synthetic_tiles(work, args.scenes, args.gsd)
         out, cpu, wall = geotiler("train", *map(str, tiles), "-o", str(pre), "--max-minutes",
-                                  str(args.max_minutes), "--no-progress")
+                                  str(args.max_minutes), "--no-progress",
+                                  *shlex.split(args.net_args))
         log.info("pretrained in %.1f CPU min (%.1f min wall): %s", cpu / 60, wall / 60,
                  out.strip())
         shipped = work / PRETRAINED["synthetic"]
@@ -89,6 +96,7 @@ def main() -> None:
             model = work / f"ft_{real.name}_s{seed}.pt"  # the real tiles' GSD: --gsd
             out, cpu, wall = geotiler("train", str(real), "-o", str(model), "--init", str(pre),
                                       "--seed", str(seed), "--no-progress", "--overwrite",
+                                      *shlex.split(args.net_args),
                                       *shlex.split(args.finetune_args))
             log.info("fine-tuned in %.1f CPU min (%.1f min wall): %s", cpu / 60, wall / 60,
                      out.strip())
