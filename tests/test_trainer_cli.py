@@ -368,3 +368,26 @@ def test_a_shard_that_is_not_a_tar_file_is_one_line(tmp_path: Path) -> None:
     result = run(str(tiles), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *TINY)
     assert_one_line_error(result, 1, f"cannot open shard {shard}: not a tar archive")
     assert result.stderr.strip().splitlines()[-1].startswith("Error:")  # nothing after it
+
+
+def test_an_interrupted_overwrite_keeps_the_old_model(tiles: Path, tmp_path: Path) -> None:
+    """``--overwrite`` replaces --out only when the new run ends: interrupted after its first
+    epochs, the old model file is still there byte for byte (the new best waits in the
+    checkpoint folder), and the resumed run puts its best model in place."""
+    out = tmp_path / "m.pt"
+    first = run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
+                "--checkpoint-dir", str(tmp_path / "first"), *TINY)
+    assert first.exit_code == 0, first.output
+    old = out.read_bytes()
+    staged, last = tmp_path / "m.checkpoints" / "best.pt", tmp_path / "m.checkpoints" / "last.pt"
+    code, stderr, _ = interrupt_geotiler(
+        ["-q", "train", str(tiles), "--out", str(out), "--epochs", "10000", "--no-progress",
+         "--overwrite", *TINY], ready=lambda: staged.exists() and last.exists())
+    assert code == 130, stderr
+    assert out.read_bytes() == old and staged.is_file()
+    done = len((tmp_path / "m.checkpoints" / "metrics.csv").read_text().splitlines()) - 1
+    resumed = run(str(tiles), "--out", str(out), "--epochs", str(done + 1), "--resume",
+                  str(last), *TINY)
+    assert resumed.exit_code == 0, resumed.output
+    assert out.read_bytes() != old and not staged.exists()
+    assert load_model(out).spec.training["epochs"] <= done + 1

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from geotiler import __version__
-from geotiler.atomic import write_json_atomic, write_text_atomic
+from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
 from geotiler.errors import ConfigError, ModelFileError, OutputError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
@@ -45,6 +46,8 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.csv"
 CONFIG_NAME = "train_config.json"
+#: The best epoch's model file while a run replaces an existing ``--out`` (:func:`model_target`).
+STAGED_NAME = "best.pt"
 
 
 @dataclass
@@ -246,6 +249,28 @@ def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite
         )
 
 
+def model_target(out_path: Path, ckpt_dir: Path, resume: Path | None) -> Path:
+    """Where a run saves its best epoch: ``--out`` itself, or ``ckpt_dir/best.pt`` while
+    ``--out`` holds a model from before this run started (``--overwrite``, or ``--resume``
+    into an existing file) or a resumed run had staged one there. :func:`publish_staged`
+    moves it onto ``--out`` when the run ends, so an interrupted or failed replacement run
+    leaves the old model whole (and ``--resume`` finds the staged one)."""
+    staged = ckpt_dir / STAGED_NAME
+    if out_path.exists() or (resume is not None and staged.exists()):
+        return staged
+    return out_path
+
+
+def publish_staged(staged: Path, out_path: Path) -> None:
+    """Copy the staged best model onto ``out_path`` (temp name, then rename: the folders
+    may be on different file systems) and remove it; nothing when it was not written."""
+    if not staged.exists():
+        return
+    with atomic_path(out_path) as tmp:
+        shutil.copyfile(staged, tmp)
+    staged.unlink()
+
+
 def start_checkpoint_dir(ckpt_dir: Path, fresh: bool, resolved: dict[str, Any]) -> None:
     """Create ``ckpt_dir`` and write ``train_config.json`` (``resolved``); with ``fresh``
     (``--overwrite`` without ``--resume``) drop the checkpoint and metrics of an old run."""
@@ -253,6 +278,7 @@ def start_checkpoint_dir(ckpt_dir: Path, fresh: bool, resolved: dict[str, Any]) 
     if fresh:
         (ckpt_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         (ckpt_dir / METRICS_NAME).unlink(missing_ok=True)
+        (ckpt_dir / STAGED_NAME).unlink(missing_ok=True)
     write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
 
 

@@ -1,13 +1,13 @@
-"""The training loop: pix2pix (cGAN + L1) or a plain U-Net (BCE + Dice) over tile shards.
+"""The training loop: pix2pix (cGAN + reconstruction) or a plain U-Net (BCE + Dice) over tiles.
 
 :func:`train` is the one entry point. It runs in one process, or in each process of a
 ``torchrun`` launch (:mod:`trainer.distributed`); only rank 0 writes files.
 
 Each epoch: set the epoch's learning rate, train on the ``train`` split
 (:func:`trainer.steps.train_epoch`), validate on ``val`` (:func:`trainer.validate.validate`),
-keep the model with the best val IoU in the model file (:mod:`trainer.modelfile`), append a
-row to ``metrics.csv`` and write the checkpoint that ``resume`` continues from exactly
-(:mod:`trainer.checkpoint`).
+keep the model with the best val IoU in the model file (:mod:`trainer.modelfile`; staged
+beside the checkpoint while the run replaces an older one), append a row to ``metrics.csv``
+and write the checkpoint that ``resume`` continues from exactly (:mod:`trainer.checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
-from trainer.checkpoint import Progress
 from trainer.checks import check_buildings, check_shards, with_wall_weight
 from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
@@ -189,6 +188,7 @@ def _train(
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)
     checkpoint.check_outputs(out_path, ckpt_dir, resume, overwrite)
+    target = checkpoint.model_target(out_path, ckpt_dir, resume)
     data = _load_data(tiles_dirs, info, config, ctx)
 
     checkpoint.seed_everything(config.seed)
@@ -207,7 +207,7 @@ def _train(
                     config.init)
     gan_loss = GANLoss().to(ctx.device)
     parameters = count_parameters(models.g) + (count_parameters(models.d) if models.d else 0)
-    state = Progress()
+    state = checkpoint.Progress()
     if resume is not None:
         state = checkpoint.resume(resume, models, info, config, ctx)
         if state.best_iou is not None and not out_path.exists():
@@ -286,7 +286,7 @@ def _train(
                                              tiles_dirs, time.perf_counter() - start_time)
                 spec = ModelSpec(dataset=info, model=model_config, training=training,
                                  geotiler_version=__version__)
-                save_model(out_path, models.g, spec)
+                save_model(target, models.g, spec)
             checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
             _log_epoch(row, writer, val_scores, last_loss, config, improved)
         if config.max_minutes is not None:
@@ -317,6 +317,8 @@ def _train(
 
     if writer is not None:
         writer.close()
+    if ctx.is_main and target != out_path:
+        checkpoint.publish_staged(target, out_path)
     if skipped and ctx.is_main:
         log.warning("%d corrupt tile(s) were skipped in each epoch (see the warnings above)",
                     skipped)
@@ -333,7 +335,7 @@ def _train(
     )
 
 
-def _training_summary(state: Progress, val: dict[str, float], loss: dict[str, float],
+def _training_summary(state: checkpoint.Progress, val: dict[str, float], loss: dict[str, float],
                       config: TrainConfig, ctx: Dist, tiles_dirs: list[Path],
                       seconds: float) -> dict[str, Any]:
     """The ``training`` entry of the model file's spec."""

@@ -118,7 +118,9 @@ def _preset_help() -> str:
               help="Time budget: train as many epochs (up to --epochs) as fit in this many "
               "minutes, with the learning-rate schedule fitted to them; the best model is "
               "kept. 0: no time limit (--epochs only).")
-@overwrite_option("Replace an existing --out and start over an earlier run's checkpoints.")
+@overwrite_option("Replace an existing --out (when the new run ends: until then its best "
+                  "epoch waits in the checkpoint folder) and start over an earlier run's "
+                  "checkpoints.")
 @progress_option
 def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
           checkpoint_dir: str | None, overwrite: bool, progress: bool,
