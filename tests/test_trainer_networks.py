@@ -114,6 +114,10 @@ def test_num_downs_must_fit_the_tile_size() -> None:
     ModelConfig(num_downs=8).check_tile_size(256)
     with pytest.raises(ConfigError, match=r"--num-downs 9.*multiple of 512.*--num-downs 8"):
         ModelConfig(num_downs=9).check_tile_size(256)
+    with pytest.raises(ConfigError) as err:  # no "multiple of 1073741824 px"
+        ModelConfig(num_downs=30).check_tile_size(256)
+    assert str(err.value) == ("--num-downs 30 halves a tile 30 times; tiles of 256 px allow "
+                              "--num-downs 8 or less")
 
 
 def test_presets_and_overrides() -> None:

@@ -98,6 +98,10 @@ class ModelConfig:
         factor = 2**self.num_downs
         if tile_size % factor:
             best = max_num_downs(tile_size)
+            if factor > 2048:  # re-tiling to 4096 px and more is not a useful hint
+                raise ConfigError(f"--num-downs {self.num_downs} halves a tile "
+                                  f"{self.num_downs} times; tiles of {tile_size} px allow "
+                                  f"--num-downs {best} or less")
             raise ConfigError(
                 f"--num-downs {self.num_downs} needs tiles whose size is a multiple of "
                 f"{factor} px, but the tiles are {tile_size} px; use --num-downs {best} or "
