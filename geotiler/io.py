@@ -323,6 +323,21 @@ def given_twice(paths: Sequence[Path | str]) -> str | None:
     return None
 
 
+def replaced_input(outputs: Sequence[Path | str], inputs: Sequence[Path | str | None]
+                   ) -> tuple[str, str] | None:
+    """(output, input) for the first output that would write over an input: the input file
+    itself, or a file inside an input folder (a tile dataset, a shapefile folder); paths
+    compared resolved, URLs and ``None`` skipped. None when every output is elsewhere."""
+    local = [(str(i), Path(i).resolve()) for i in inputs
+             if i is not None and not (isinstance(i, str) and "://" in i)]
+    for out in outputs:
+        target = Path(out).resolve()
+        for name, source in local:
+            if target == source or (source.is_dir() and source in target.parents):
+                return str(out), name
+    return None
+
+
 def _source_files(path: Path) -> list[Path]:
     """A local source's files: itself, or a folder's files in sorted order (OGR reads a
     shapefile folder as one source)."""

@@ -187,6 +187,21 @@ def test_cli_prints_a_table_and_writes_json(tmp_path):
     assert next(ln for ln in under_file.stderr.splitlines() if ln.strip()).startswith("Error:")
 
 
+@pytest.mark.parametrize("which", ["pred", "truth"])
+def test_out_never_replaces_an_input_even_with_overwrite(tmp_path, which):
+    """``-o`` typed as one of the inputs once wrote the JSON over the truth labels."""
+    mask = mask_tif(tmp_path / "m.tif", BOXES, nodata=255)
+    truth = truth_gpkg(tmp_path / "t.gpkg")
+    target = {"pred": mask, "truth": truth}[which]
+    before = target.read_bytes()
+    result = CliRunner().invoke(main, ["evaluate", str(mask), str(truth), "-o", str(target),
+                                       "--overwrite"])
+    assert result.exit_code == 1 and "pixel IoU" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == [f"Error: --out {target} is the input {target}; give another --out"]
+    assert target.read_bytes() == before
+
+
 @pytest.mark.filterwarnings("ignore:'crs' was not provided")
 def test_a_prediction_of_points_is_refused_as_truth_is(tmp_path):
     points = write_footprints(tmp_path / "p.gpkg", [shapely.Point(600010, 5000010)],

@@ -391,3 +391,13 @@ def test_an_interrupted_overwrite_keeps_the_old_model(tiles: Path, tmp_path: Pat
     assert resumed.exit_code == 0, resumed.output
     assert out.read_bytes() != old and not staged.exists()
     assert load_model(out).spec.training["epochs"] <= done + 1
+
+
+def test_the_model_is_never_written_into_a_tile_dataset(tiles: Path, tmp_path: Path) -> None:
+    """``-o tiles/dataset.json --overwrite`` once wrote the model over the dataset's file."""
+    meta = tiles / "dataset.json"
+    before = meta.read_bytes()
+    for out in (meta, tiles / "model.pt"):
+        result = run(str(tiles), "--out", str(out), "--overwrite", "--epochs", "1", *TINY)
+        assert_one_line_error(result, 1, f"{out} is inside the tile dataset {tiles}")
+    assert meta.read_bytes() == before and not (tiles / "model.checkpoints").exists()

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 from geotiler import __version__
 from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
 from geotiler.errors import ConfigError, ModelFileError, OutputError
+from geotiler.io import replaced_input
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, all_gather
@@ -227,10 +229,16 @@ def default_checkpoint_dir(out_path: Path | str) -> Path:
     return out_path.with_name(out_path.stem + ".checkpoints")
 
 
-def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite: bool) -> None:
-    """OutputError if the run would clobber a model file or an earlier run's checkpoint, or
-    if the model file's or the checkpoints' folder cannot be made (under a file, or in a
-    folder that is not writable)."""
+def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite: bool,
+                  tiles_dirs: Sequence[Path] = ()) -> None:
+    """OutputError if the run would clobber a model file or an earlier run's checkpoint,
+    would write into one of its tile datasets (even with ``overwrite``), or if the model
+    file's or the checkpoints' folder cannot be made (under a file, or in a folder that is
+    not writable)."""
+    if clash := replaced_input([out_path, ckpt_dir], tiles_dirs):
+        raise OutputError(f"{clash[0]} is inside the tile dataset {clash[1]} (its files "
+                          "would be overwritten; `tile --overwrite` replaces the folder): "
+                          "write the model elsewhere")
     if out_path.is_dir():
         raise OutputError(f"--out {out_path} is a directory; give a file name like model.pt")
     if out_path.exists() and not (overwrite or resume):

@@ -187,7 +187,7 @@ def _train(
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)
-    checkpoint.check_outputs(out_path, ckpt_dir, resume, overwrite)
+    checkpoint.check_outputs(out_path, ckpt_dir, resume, overwrite, tiles_dirs)
     target = checkpoint.model_target(out_path, ckpt_dir, resume)
     data = _load_data(tiles_dirs, info, config, ctx)
 

@@ -55,7 +55,8 @@ def evaluate(pred: str, truth: str, raster: str | None, out: str | None, toleran
     from geotiler.evaluate.report import check_report_path
 
     # an unusable --out fails now, not after the scoring
-    created = check_report_path(out, overwrite) if out is not None else []
+    created = (check_report_path(out, overwrite, inputs=[pred, truth, raster])
+               if out is not None else [])
     config = EvalConfig(tolerance=tolerance, iou_threshold=iou_threshold)
     try:
         report = run_evaluation(pred, truth, raster, config, truth_layer=truth_layer,

@@ -7,12 +7,14 @@ Ratios are in [0, 1]; counts are pixels or buildings; tolerances are in metres a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geotiler.atomic import prepare_output_folder, write_json_atomic
 from geotiler.errors import OutputError
+from geotiler.io import replaced_input
 
 if TYPE_CHECKING:
     from geotiler.metrics import BoundaryCounts, Confusion
@@ -156,16 +158,20 @@ def save_report(report: EvalReport, path: Path | str, overwrite: bool = False) -
     return path
 
 
-def check_report_path(path: Path | str, overwrite: bool = False) -> list[Path]:
+def check_report_path(path: Path | str, overwrite: bool = False,
+                      inputs: Sequence[Path | str | None] = ()) -> list[Path]:
     """Check, before any scoring, that the report can be written to ``path`` (its folder
     created if needed); returns the folders it created, deepest first (a failed run
     removes them again).
 
     Raises:
-        OutputError: ``path`` exists and ``overwrite`` is false, is a directory, or its
-            folder cannot be created or written.
+        OutputError: ``path`` exists and ``overwrite`` is false, is a directory, is one of
+            ``inputs`` (PRED, TRUTH: even with ``overwrite``), or its folder cannot be
+            created or written.
     """
     path = Path(path)
+    if clash := replaced_input([path], inputs):
+        raise OutputError(f"--out {path} is the input {clash[1]}; give another --out")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; use --overwrite to replace it")
     if path.is_dir():

@@ -21,7 +21,7 @@ from rasterio.enums import ColorInterp
 
 from geotiler.atomic import prepare_output_folder
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
-from geotiler.io import open_raster, open_raster_info, raster_source
+from geotiler.io import open_raster, open_raster_info, raster_source, replaced_input
 from geotiler.predict.config import ModelInfo, PredictConfig
 from geotiler.predict.grid import PredictGrid, model_grid
 from geotiler.predict.plan import BlockPlan, plan_blocks
@@ -201,12 +201,10 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     if info.dtype != model.dtype:
         log.warning("%s is %s but %s was trained on %s; its normalization may not fit",
                     path, info.dtype, model.name, model.dtype)
-    if isinstance(path, Path):
-        clash = [o for o in outputs.all(config.probabilities)
-                 if o.exists() and o.resolve() == path.resolve()]
-        if clash:  # --overwrite would replace the raster being read
-            raise OutputError(f"{clash[0]} is the input raster; give another --out "
-                              "(or --raster-out)")
+    if clash := replaced_input(outputs.all(config.probabilities), [path]):
+        # --overwrite would replace the raster being read
+        raise OutputError(f"{clash[0]} is the input raster; give another --out "
+                          "(or --raster-out)")
     created = check_outputs(outputs, config.overwrite, config.probabilities)
     grid = model_grid(info, model)
     plan = plan_blocks(grid.height, grid.width, model.tile_size, overlap, config.block)
