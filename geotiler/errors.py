@@ -53,12 +53,25 @@ class OutputError(GeotilerError):
         """``cannot write {path}: {reason}`` for a failure while writing ``path``; the OS's
         reasons that need a word of advice (a full disk, a file too large for a limit, a
         read-only location, a file where a folder is needed) get one."""
-        if not (isinstance(err, OSError) and err.errno) and _disk_full(Path(path)):
+        if not (isinstance(err, OSError) and err.errno):
             # GDAL ("TIFFAppendToStrip: Write error") and torch ("unexpected pos") report a
             # short write in their own words, without the OS's errno
-            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            text = reason(err)  # follows rasterio's "see previous exception"
+            if "File too large" in text:
+                err = OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+            elif "No space left" in text or _disk_full(Path(path)):
+                err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            elif any(words in text for words in _SHORT_WRITE):
+                # the partial files may be gone by now, so the disk need not look full
+                return cls(f"cannot write {path}: the write came up short: the disk is "
+                           "full or a file size limit (ulimit -f) is reached")
         hint = _HINTS.get(err.errno, "") if isinstance(err, OSError) and err.errno else ""
         return cls(f"cannot write {path}: {reason(err)}{hint}")
+
+
+#: How GDAL/libtiff and torch word a write that stopped short (no errno with them).
+_SHORT_WRITE = ("Write error", "TIFFAppendToStrip", "_tiffWriteProc", "unexpected pos",
+                "PytorchStreamWriter failed")
 
 
 def _disk_full(path: Path) -> bool:

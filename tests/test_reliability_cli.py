@@ -289,7 +289,8 @@ def test_disk_full_while_predict_overwrites(corpus, tmp_path):
     proc = run_limited(60_000, "predict", str(corpus["big.tif"]), "-m",
                        str(corpus["model.pt"]), "-o", str(tmp_path / "pred" / "b.gpkg"),
                        "--device", "cpu", "--overwrite")
-    assert_error(proc.stdout, proc.stderr, 1, proc.returncode, str(tmp_path / "pred"))
+    line = assert_error(proc.stdout, proc.stderr, 1, proc.returncode, str(tmp_path / "pred"))
+    assert "ulimit -f" in line  # not GDAL's "TIFFAppendToStrip:Write error at scanline"
     assert digests(tmp_path / "pred") == before  # earlier outputs intact, nothing left over
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(before)
 
@@ -383,8 +384,12 @@ def test_a_short_write_on_a_full_disk_is_named_as_such(full_disk, tmp_path):
     assert str(OutputError.writing(full_disk / "b_mask.tif", gdal)) == (
         f"cannot write {full_disk / 'b_mask.tif'}: No space left on device (free some space "
         "or choose another --out)")
-    # with room left, GDAL's words stand
-    assert "TIFFAppendToStrip" in str(OutputError.writing(tmp_path / "b.tif", gdal))
+    # with room left again (the partial files removed), or a file size limit: a short write
+    assert str(OutputError.writing(tmp_path / "b.tif", gdal)) == (
+        f"cannot write {tmp_path / 'b.tif'}: the write came up short: the disk is full or a "
+        "file size limit (ulimit -f) is reached")
+    # any other failure keeps its own words
+    assert str(OutputError.writing(tmp_path / "b.tif", RuntimeError("odd"))).endswith(": odd")
     import torch
 
     from trainer.modelfile import save_atomic
