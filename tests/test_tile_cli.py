@@ -425,3 +425,33 @@ def test_a_raster_given_twice_is_refused(scene, tmp_path, monkeypatch):
     result = run("tile", str(raster), f"./{raster.name}", "-f", str(vector), "-o", "t")
     assert_one_line_error(result, 2, f"raster ./{raster.name} is given twice")
     assert not (tmp_path / "t").exists()
+
+
+def test_rasters_of_different_gsds_need_one_gsd(tmp_path):
+    """Two rasters at 0.5 and 1 m once made one dataset recording 0.5 m for all its tiles;
+    now they need --gsd (one line, nothing created), and with it they are tiled alike."""
+    rng = np.random.default_rng(0)
+    fine = write_raster(tmp_path / "fine.tif", rng.integers(0, 255, (3, 128, 128), np.uint8))
+    coarse = write_raster(tmp_path / "coarse.tif", rng.integers(0, 255, (3, 64, 64), np.uint8),
+                          res=1.0, origin=(500_200.0, 4_000_000.0))
+    footprints = write_footprints(tmp_path / "f.gpkg", [pixel_box(10, 10, 30, 30)],
+                                  "EPSG:32633")
+    out = tmp_path / "t"
+    args = ["tile", str(fine), str(coarse), "-f", str(footprints), "-o", str(out), "--size",
+            "32", "--keep-empty", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1 and "different GSDs (fine 0.5 m, coarse 1 m)" in lines[0]
+    assert "--gsd" in lines[0] and not out.exists()
+    result = CliRunner().invoke(main, [*args, "--gsd", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert load_dataset_info(out).gsd == pytest.approx(1.0)
+
+
+def test_footprints_given_twice_is_refused_not_the_first_dropped(tmp_path):
+    result = CliRunner().invoke(main, ["tile", str(tmp_path / "a.tif"), "-f", "a.gpkg", "-f",
+                                       "b.gpkg", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 2
+    assert "Invalid value for '--footprints': given 2 times" in result.stderr
+    assert not (tmp_path / "t").exists()

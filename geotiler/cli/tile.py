@@ -38,11 +38,21 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
     return None if value is None else parser(value)
 
 
+def _one_footprints(values: tuple[str, ...]) -> str:
+    """The one --footprints given (click would keep the last of several silently)."""
+    if len(values) > 1:
+        raise click.BadParameter(
+            f"given {len(values)} times; give one file with the footprints of every raster "
+            "(merge several, e.g. with ogrmerge.py -single)", param_hint="'--footprints'")
+    return values[0]
+
+
 @click.command()
 @click.argument("rasters", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--footprints", "-f", required=True, type=click.Path(path_type=str),
+              multiple=True, callback=lambda _ctx, _param, value: _one_footprints(value),
               help="Building polygons (GPKG, GeoJSON, Shapefile, GeoParquet, OpenStreetMap "
-              ".osm/.osm.pbf; any CRS).")
+              ".osm/.osm.pbf; any CRS): one file for all the rasters.")
 @layer_options("footprints", "footprints")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(path_type=str),
               help="Dataset directory to create (or to finish, if an identical run stopped).")

@@ -43,6 +43,7 @@ from geotiler.tiles.schema import (
     DATASET_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
+    POOL_GSD_TOLERANCE,
     DatasetInfo,
 )
 from geotiler.tiles.shards import SHARD_DIR
@@ -68,9 +69,9 @@ class TilingPlan:
 
     @property
     def gsd(self) -> float:
-        """Target ground sample distance in metres (of the first raster)."""
-        info, grid = self.rasters[0], self.grids[0]
-        return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
+        """Target ground sample distance in metres (of the first raster: all agree within
+        2 %, checked by :func:`plan_tiling`)."""
+        return _tile_gsd(self.rasters[0], self.grids[0])
 
     def write_to(self, out_dir: Path) -> None:
         """Write the shards under ``out_dir`` instead (a replacement being staged,
@@ -104,6 +105,22 @@ def _stat(path: Path | str) -> dict[str, Any]:
     if isinstance(path, str):
         return describe_remote(path).to_dict()
     return {"path": str(path.resolve()), "size": source_size(path)}
+
+
+def _tile_gsd(info: RasterInfo, grid: TileGrid) -> float:
+    """Ground sample distance in metres of ``info``'s tiles on ``grid``."""
+    return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
+
+
+def _check_one_gsd(infos: list[RasterInfo], grids: list[TileGrid]) -> None:
+    """ConfigError unless every raster's tiles have one GSD (within 2 %, as ``train``
+    pools datasets): rasters of different native GSDs need ``--gsd``, else the dataset
+    would record the first one's GSD for tiles at another."""
+    gsds = [_tile_gsd(i, g) for i, g in zip(infos, grids, strict=True)]
+    if max(gsds) - min(gsds) > POOL_GSD_TOLERANCE * min(gsds):
+        listed = ", ".join(f"{i.name} {g:.3g} m" for i, g in zip(infos, gsds, strict=True))
+        raise ConfigError(f"the rasters' tiles would have different GSDs ({listed}): give "
+                          f"one with --gsd (e.g. --gsd {max(gsds):.2g})")
 
 
 def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
@@ -150,6 +167,8 @@ def plan_tiling(
                 f"{first.path} has {len(first.bands)} x {first.dtype}, "
                 f"{info.path} has {len(info.bands)} x {info.dtype}"
             )
+    grids = [make_grid(info, config) for info in infos]
+    _check_one_gsd(infos, grids)
     fp = load_footprints(footprints, layer=footprints_layer, where=footprints_where)
     report = TileReport(invalid_repaired=fp.repaired)
     if fp.repaired:
@@ -157,7 +176,6 @@ def plan_tiling(
     if fp.dropped:
         log.info("dropped %d empty or non-polygon footprint feature(s)", fp.dropped)
 
-    grids = [make_grid(info, config) for info in infos]
     splits = assign_splits([(i.name, g) for i, g in zip(infos, grids, strict=True)], config)
     splits = guard_raster_overlaps([(g, i.crs) for i, g in zip(infos, grids, strict=True)],
                                    splits)
