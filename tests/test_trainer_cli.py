@@ -401,3 +401,21 @@ def test_the_model_is_never_written_into_a_tile_dataset(tiles: Path, tmp_path: P
         result = run(str(tiles), "--out", str(out), "--overwrite", "--epochs", "1", *TINY)
         assert_one_line_error(result, 1, f"{out} is inside the tile dataset {tiles}")
     assert meta.read_bytes() == before and not (tiles / "model.checkpoints").exists()
+
+
+def test_resume_refuses_other_tiles_and_names_changed_settings(tiles: Path, tmp_path: Path
+                                                               ) -> None:
+    """--resume continues the same run: other tiles (another normalization) are refused
+    with a pointer to --init; other training settings are named in a warning."""
+    out = tmp_path / "m.pt"
+    assert run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
+               *TINY).exit_code == 0
+    ckpt = tmp_path / "m.checkpoints" / "last.pt"
+    other = make_tile_dataset(tmp_path / "other", splits={"train": 4, "val": 2}, size=32,
+                              seed=5)
+    result = run(str(other), "--out", str(out), "--epochs", "2", "--resume", str(ckpt), *TINY)
+    assert_one_line_error(result, 2, "was trained on different tiles", "--init")
+    result = run(str(tiles), "--out", str(out), "--epochs", "2", "--max-steps", "1",
+                 "--resume", str(ckpt), "--lr", "0.05", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "resuming with other settings than the run's (lr" in result.stderr

@@ -166,9 +166,25 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return state
 
 
-def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path: Path) -> None:
-    """ConfigError unless the checkpoint was trained on such tiles with such a network."""
-    diffs = info.network_differences(json.loads(state["dataset"]))
+#: Settings a resumed run may change without a word: how long and how fast it runs, where
+#: and how it logs (the rest should be "the same options", ``train --help``).
+_FREE_ON_RESUME = {"epochs", "max_minutes", "max_steps", "workers", "device", "init"}
+
+
+def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path: Path,
+                  config: TrainConfig) -> None:
+    """ConfigError unless the checkpoint was trained on such tiles (the same normalization:
+    other tiles are fine-tuning, ``--init``) with such a network; a warning naming the
+    training settings that differ from the run's."""
+    saved_info = json.loads(state["dataset"])
+    diffs = info.network_differences(saved_info)
+    same_tiles = "mean" not in saved_info or (  # version 1 kept no normalization
+        np.allclose(info.mean, saved_info["mean"], rtol=1e-6)
+        and np.allclose(info.std, saved_info["std"], rtol=1e-6))
+    if not diffs and not same_tiles:
+        diffs = [f"band mean {[round(m, 1) for m in saved_info['mean']]}, now "
+                 f"{[round(m, 1) for m in info.mean]}: other tiles (to train these weights on "
+                 "them, start a new run with --init and its model file)"]
     if diffs:
         raise ConfigError(
             f"--resume: checkpoint {path} was trained on different tiles ({'; '.join(diffs)}); "
@@ -183,6 +199,12 @@ def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path
             f"--resume: checkpoint {path} holds a different network ({'; '.join(diffs)}); "
             "pass the same --arch/--preset/--ngf/--ndf/--num-downs as the run that wrote it"
         )
+    saved = json.loads(state.get("config", "{}"))
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in config.to_dict().items()
+               if k in saved and k not in _FREE_ON_RESUME and saved[k] != v]
+    if changed:
+        log.warning("resuming with other settings than the run's (%s): the run no longer "
+                    "repeats an uninterrupted one", ", ".join(changed))
 
 
 def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
@@ -194,7 +216,7 @@ def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
     (the run goes on, but no longer repeats an uninterrupted one exactly).
     """
     state = load_checkpoint(path)
-    _check_resume(state, info, models, path)
+    _check_resume(state, info, models, path, config)
     models.g.load_state_dict(state["G"])
     models.opt_g.load_state_dict(state["opt_G"])
     if models.d is not None and models.opt_d is not None:
