@@ -89,6 +89,14 @@ def test_bad_usage_is_one_line_that_names_the_help(tmp_path):
         assert help_hint in lines[0] and "Usage:" not in result.output
 
 
+def test_quiet_after_the_command_says_where_it_goes(tmp_path):
+    result = CliRunner().invoke(main, ["tile", "-q", str(tmp_path / "a.tif")],
+                                prog_name="geotiler")
+    assert result.exit_code == 2
+    assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [
+        "Error: No such option '-q': -q goes before the command (geotiler -q tile ...)"]
+
+
 def test_a_setting_out_of_its_range_names_the_help(tmp_path):
     """geotiler's own range checks (not Click's) point to the help too."""
     result = CliRunner().invoke(main, ["tile", str(tmp_path / "a.tif"), "-f",

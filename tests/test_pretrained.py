@@ -131,3 +131,19 @@ def test_init_trains_the_network_of_its_file(tiles, tmp_path, model_file):
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "num_downs 3 (this run: 4)" in lines[0]
+
+
+def test_init_from_weights_of_other_band_order_is_said(tiles, tmp_path, model_file):
+    """RGB tiles from a model trained on BGR: the weights cannot tell, so train says it."""
+    spec, state = read_model_file(model_file)
+    spec.dataset.band_names = ["blue", "green", "red"]
+    from trainer.modelfile import save_model
+
+    net = build_generator(spec.model)
+    net.load_state_dict(state)
+    save_model(tmp_path / "bgr.pt", net, spec)
+    result = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(tmp_path / "m.pt"), "--init", str(tmp_path / "bgr.pt"),
+        "--epochs", "1", "--max-steps", "1", "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "trained on bands blue,green,red, these tiles have red,green,blue" in result.stderr

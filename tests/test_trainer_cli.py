@@ -356,6 +356,9 @@ def test_an_interrupted_run_says_which_checkpoint_continues_it(tiles: Path, tmp_
     assert code == 130, stderr
     assert stderr.strip().splitlines()[-1] == (
         f"Interrupted: partial outputs were removed; continue with --resume {last}.")
+    # the same command again, without --resume: the refusal says how to go on
+    assert_one_line_error(run(str(tiles), "--out", str(out), "--epochs", "1", *TINY), 1,
+                          f"continue its run with --resume {last} or pass --overwrite")
     resumed = run(str(tiles), "--out", str(out), "--epochs", "1", "--resume", str(last), *TINY)
     assert resumed.exit_code == 0, resumed.output
 

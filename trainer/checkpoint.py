@@ -263,15 +263,16 @@ def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite
                           "write the model elsewhere")
     if out_path.is_dir():
         raise OutputError(f"--out {out_path} is a directory; give a file name like model.pt")
+    last = ckpt_dir / CHECKPOINT_NAME
     if out_path.exists() and not (overwrite or resume):
-        raise OutputError(f"--out {out_path} exists; pass --overwrite to replace it")
+        go_on = f"continue its run with --resume {last} or " if last.exists() else ""
+        raise OutputError(f"--out {out_path} exists; {go_on}pass --overwrite to replace it")
     for folder in (out_path.parent, ckpt_dir):  # refused before any training, not after
         existing = next(p for p in (folder, *folder.parents) if p.exists())
         if not existing.is_dir():
             raise OutputError(f"cannot write {folder}: {existing} is a file, not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write {folder}: {existing} is not writable")
-    last = ckpt_dir / CHECKPOINT_NAME
     if last.exists() and not (overwrite or resume):
         raise OutputError(
             f"{ckpt_dir} holds the checkpoint of an earlier run; pass --resume {last} to "

@@ -6,12 +6,15 @@ wall weights (:func:`trainer.losses.wall_weight`) apply to them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from geotiler.errors import ConfigError, DatasetError
 from geotiler.tiles.schema import DatasetInfo
 from geotiler.tiles.shards import list_shards
 from trainer.config import DEFAULT_WALL_WEIGHT, TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def check_shards(tiles_dir: Path, info: DatasetInfo) -> None:
@@ -63,3 +66,16 @@ def with_wall_weight(config: TrainConfig, info: DatasetInfo) -> TrainConfig:
     if weight and reach is None:
         reach = max(1, int((info.config or {}).get("contour_width", 3)))
     return dataclasses.replace(config, wall_weight=weight, wall_reach=reach)
+
+
+def warn_init_mismatch(init: str, start: DatasetInfo, info: DatasetInfo) -> None:
+    """Warn when the ``--init`` model's tiles differ from this run's in what the weights
+    cannot see: another GSD (its features start at another scale), or the same number of
+    bands in another order (e.g. BGR tiles from RGB weights)."""
+    if not 0.8 < start.gsd / info.gsd < 1.25:
+        log.warning("--init %s was trained on %g m tiles, these are %g m: its features start "
+                    "at another scale (measured: no gain from the 1 m synthetic weights on "
+                    "0.25 m tiles, README)", init, start.gsd, info.gsd)
+    if start.band_names and info.band_names and start.band_names != info.band_names:
+        log.warning("--init %s was trained on bands %s, these tiles have %s (used by "
+                    "position)", init, ",".join(start.band_names), ",".join(info.band_names))

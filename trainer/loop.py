@@ -29,7 +29,7 @@ from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
 from trainer import checkpoint
-from trainer.checks import check_buildings, check_shards, with_wall_weight
+from trainer.checks import check_buildings, check_shards, warn_init_mismatch, with_wall_weight
 from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
@@ -197,11 +197,7 @@ def _train(
         start = init_weights(models.g, config.init, model_config)
         if ctx.is_main:
             log.info("generator weights from %s", resolve_init(config.init))
-            if not 0.8 < start.gsd / info.gsd < 1.25:
-                log.warning("--init %s was trained on %g m tiles, these are %g m: its "
-                            "features start at another scale (measured: no gain from the "
-                            "1 m synthetic weights on 0.25 m tiles, README)", config.init,
-                            start.gsd, info.gsd)
+            warn_init_mismatch(config.init, start.dataset, info)
     elif config.init is not None and ctx.is_main:
         log.warning("--init %s is ignored with --resume: the checkpoint's weights continue",
                     config.init)
@@ -228,8 +224,9 @@ def _train(
             "device": str(ctx.device),
         })
         writer = _tensorboard(ckpt_dir / "tensorboard")
-        log.info("training %s (%s preset, %.1fM parameters) on %d train / %d val tiles, "
-                 "%d process(es) on %s", model_config.arch, config.preset, parameters / 1e6,
+        log.info("training %s (ngf %d, %d levels, %.2fM parameters) on %d train / %d val "
+                 "tiles, %d process(es) on %s", model_config.arch, model_config.ngf,
+                 model_config.num_downs, parameters / 1e6,
                  data.train.num_tiles, data.val.num_tiles, ctx.world_size, ctx.device)
         log.info("precision: %s (--precision %s)", ctx.precision, config.precision)
 

@@ -146,7 +146,14 @@ def _one_line(err: click.UsageError, group: click.Context) -> click.ClickExcepti
         return err
     message = err.format_message().rstrip(".")
     path = err.ctx.command_path if err.ctx is not None else _running(group)
+    if isinstance(err, click.NoSuchOption) and err.option_name in _GROUP_OPTIONS:
+        # -q/-v belong to geotiler itself, before the command
+        return _BadSetting(f"{message}: {err.option_name} goes before the command "
+                           f"(geotiler {err.option_name} {path.split()[-1]} ...)")
     return _BadSetting(f"{message} (see '{path} --help')")
+
+
+_GROUP_OPTIONS = ("-q", "--quiet", "-v", "--verbose", "-qq", "-vv")
 
 
 def _with_help(message: str, group: click.Context) -> str:
@@ -182,8 +189,10 @@ def _os_message(err: OSError) -> str:
 @click.group(cls=_Group,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="geotiler")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", count=True, help="Less log output.")
+@click.option("-v", "--verbose", count=True,
+              help="Debug log output, GDAL's own messages and the traceback of an error.")
+@click.option("-q", "--quiet", count=True,
+              help="Less log output: warnings and the result only (-qq: errors only).")
 def main(verbose: int, quiet: int) -> None:
     """Turn GeoTIFFs and building footprints into a segmentation model, and the model back
     into building polygons for GIS.
