@@ -21,7 +21,7 @@ from geotiler.cli import main
 from trainer.config import DEFAULT_WALL_WEIGHT
 from trainer.modelfile import load_model
 
-from conftest import interrupt_geotiler
+from conftest import interrupt_geotiler, pixel_box, write_footprints, write_raster
 
 torch.set_num_threads(1)
 
@@ -422,3 +422,27 @@ def test_resume_refuses_other_tiles_and_names_changed_settings(tiles: Path, tmp_
                  "--resume", str(ckpt), "--lr", "0.05", *TINY)
     assert result.exit_code == 0, result.output
     assert "resuming with other settings than the run's (lr" in result.stderr
+
+
+def test_datasets_that_share_ground_across_splits_are_said(tmp_path: Path) -> None:
+    """The same raster tiled twice with other split seeds: val tiles of one are train tiles
+    of the other, so val IoU would be optimistic; train says so."""
+    rng = np.random.default_rng(0)
+    raster = write_raster(tmp_path / "a.tif", rng.integers(0, 255, (3, 128, 128), np.uint8))
+    boxes = [pixel_box(c, r, c + 8, r + 8) for r in range(4, 128, 16) for c in range(4, 128, 16)]
+    footprints = write_footprints(tmp_path / "f.gpkg", boxes, "EPSG:32633")
+    dirs = []
+    for seed in ("0", "3"):
+        out = tmp_path / f"t{seed}"
+        result = CliRunner().invoke(main, ["-q", "tile", str(raster), "-f", str(footprints),
+                                           "-o", str(out), "--size", "32", "--block-tiles",
+                                           "1", "--seed", seed])
+        assert result.exit_code == 0, result.stderr
+        dirs.append(str(out))
+    result = run(*dirs, "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--max-steps", "1",
+                 *TINY)
+    assert result.exit_code == 0, result.output
+    assert "cover ground that" in result.stderr and "trains on" in result.stderr
+    alone = run(dirs[0], "--out", str(tmp_path / "n.pt"), "--epochs", "1", "--max-steps", "1",
+                *TINY)
+    assert "cover ground" not in alone.stderr

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from geotiler.errors import ConfigError, DatasetError
-from geotiler.tiles.schema import DatasetInfo
+from geotiler.tiles.schema import INDEX_FILE, DatasetInfo
 from geotiler.tiles.shards import list_shards
 from trainer.config import DEFAULT_WALL_WEIGHT, TrainConfig
 
@@ -79,3 +79,31 @@ def warn_init_mismatch(init: str, start: DatasetInfo, info: DatasetInfo) -> None
     if start.band_names and info.band_names and start.band_names != info.band_names:
         log.warning("--init %s was trained on bands %s, these tiles have %s (used by "
                     "position)", init, ",".join(start.band_names), ",".join(info.band_names))
+
+
+def warn_shared_ground(tiles_dirs: list[Path]) -> None:
+    """Warn when a val or test tile of one dataset covers ground that another dataset
+    trains on (the same area tiled twice, e.g. two zoom levels or dates): val IoU and the
+    choice of the best epoch would see trained-on pixels. Tiles overlapping by more than
+    1 % of their area count; datasets without ``index.gpkg`` are skipped."""
+    if len(tiles_dirs) < 2:
+        return
+    import geopandas as gpd
+    import numpy as np
+
+    indexes = [(d, gpd.read_file(d / INDEX_FILE, layer="tiles"))
+               for d in tiles_dirs if (d / INDEX_FILE).is_file()]
+    for held_dir, held in indexes:
+        held = held[held["split"].isin(["val", "test"])]
+        for train_dir, other in indexes:
+            if train_dir == held_dir or held.empty:
+                continue
+            train = other[other["split"] == "train"].to_crs(held.crs)
+            left, right = train.sindex.query(held.geometry, predicate="intersects")
+            shared = held.geometry.values[left].intersection(train.geometry.values[right])
+            big = np.asarray(shared.area) > 0.01 * np.asarray(held.geometry.values[left].area)
+            if big.any():
+                log.warning("%d val/test tile(s) of %s cover ground that %s trains on: "
+                            "their scores would be optimistic (tile overlapping rasters in "
+                            "one `geotiler tile` run, which keeps their splits apart)",
+                            len(set(left[big])), held_dir, train_dir)

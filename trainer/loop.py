@@ -28,8 +28,7 @@ from geotiler.io import given_twice
 from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
-from trainer import checkpoint
-from trainer.checks import check_buildings, check_shards, warn_init_mismatch, with_wall_weight
+from trainer import checkpoint, checks
 from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
@@ -174,8 +173,10 @@ def _train(
     config = with_init_network(config).resolved()
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
-        check_shards(d, one)
-    check_buildings(tiles_dirs, infos)
+        checks.check_shards(d, one)
+    checks.check_buildings(tiles_dirs, infos)
+    if ctx.is_main:
+        checks.warn_shared_ground(tiles_dirs)
     info = pool_datasets(infos, [str(d) for d in tiles_dirs])
     if ctx.is_main:
         for other, d in zip(infos[1:], tiles_dirs[1:], strict=True):
@@ -183,7 +184,7 @@ def _train(
                 log.warning("band names differ: %s has %s, %s has %s (bands are used by "
                             "position)", tiles_dirs[0], infos[0].band_names, d,
                             other.band_names)
-    config = with_wall_weight(config, info)
+    config = checks.with_wall_weight(config, info)
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
     ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)
@@ -197,7 +198,7 @@ def _train(
         start = init_weights(models.g, config.init, model_config)
         if ctx.is_main:
             log.info("generator weights from %s", resolve_init(config.init))
-            warn_init_mismatch(config.init, start.dataset, info)
+            checks.warn_init_mismatch(config.init, start.dataset, info)
     elif config.init is not None and ctx.is_main:
         log.warning("--init %s is ignored with --resume: the checkpoint's weights continue",
                     config.init)
