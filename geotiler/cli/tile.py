@@ -71,7 +71,9 @@ def _one_footprints(values: tuple[str, ...]) -> str:
 @click.option("--bands", default=None, metavar="1,2,3",
               help="Band numbers to keep (1-based). Default: every band that is not alpha.")
 @click.option("--contour-width", type=int, default=_TILE.contour_width, show_default=True,
-              help="Thickness in pixels of the building outlines drawn onto the contour mask.")
+              help="Thickness in pixels of the building outlines drawn onto the contour mask "
+              "(0: none, the channel stays empty: the 'no contours' baseline of the "
+              "README's ablation).")
 @click.option("--target", type=click.Choice(TARGETS), default=_TILE.target, show_default=True,
               help="'masks': footprint + contour channels; 'seed-rgb': the seed method's RGB "
               "target (white buildings, green outlines, blurred).")
