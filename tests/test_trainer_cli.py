@@ -418,7 +418,10 @@ def test_resume_refuses_other_tiles_and_names_changed_settings(tiles: Path, tmp_
                               seed=5)
     result = run(str(other), "--out", str(out), "--epochs", "2", "--resume", str(ckpt), *TINY)
     assert_one_line_error(result, 2, "was trained on different tiles", "--init")
-    result = run(str(tiles), "--out", str(out), "--epochs", "2", "--max-steps", "1",
+    same = run(str(tiles), "--out", str(out), "--epochs", "2", "--max-steps", "1",
+               "--resume", str(ckpt), *TINY)
+    assert same.exit_code == 0 and "other settings" not in same.stderr
+    result = run(str(tiles), "--out", str(out), "--epochs", "3", "--max-steps", "1",
                  "--resume", str(ckpt), "--lr", "0.05", *TINY)
     assert result.exit_code == 0, result.output
     assert "resuming with other settings than the run's (lr" in result.stderr
