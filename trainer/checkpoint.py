@@ -285,10 +285,14 @@ def model_target(out_path: Path, ckpt_dir: Path, resume: Path | None) -> Path:
     ``--out`` holds a model from before this run started (``--overwrite``, or ``--resume``
     into an existing file) or a resumed run had staged one there. :func:`publish_staged`
     moves it onto ``--out`` when the run ends, so an interrupted or failed replacement run
-    leaves the old model whole (and ``--resume`` finds the staged one)."""
+    leaves the old model whole (and ``--resume`` finds the staged one). A new run that
+    writes ``--out`` directly removes an older run's staged model, which a resumed run of
+    this one would otherwise move onto ``--out``."""
     staged = ckpt_dir / STAGED_NAME
     if out_path.exists() or (resume is not None and staged.exists()):
         return staged
+    if resume is None:
+        staged.unlink(missing_ok=True)
     return out_path
 
 
@@ -302,14 +306,11 @@ def publish_staged(staged: Path, out_path: Path) -> None:
     staged.unlink()
 
 
-def start_checkpoint_dir(ckpt_dir: Path, fresh: bool, resolved: dict[str, Any]) -> None:
-    """Create ``ckpt_dir`` and write ``train_config.json`` (``resolved``); with ``fresh``
-    (``--overwrite`` without ``--resume``) drop the checkpoint and metrics of an old run."""
+def start_checkpoint_dir(ckpt_dir: Path, resolved: dict[str, Any]) -> None:
+    """Create ``ckpt_dir`` and write ``train_config.json`` (``resolved``). An older run's
+    checkpoint, metrics and staged model stay until this run's first epoch replaces them
+    (``--overwrite``), so a replacement that fails before it leaves that run resumable."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        (ckpt_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
-        (ckpt_dir / METRICS_NAME).unlink(missing_ok=True)
-        (ckpt_dir / STAGED_NAME).unlink(missing_ok=True)
     write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
 
 

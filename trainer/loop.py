@@ -92,6 +92,7 @@ def train(
     finite: nothing of that epoch is saved) with a message a user can act on.
     """
     ctx = setup_distributed(config.device, config.precision)
+    started = time.time()
     try:
         dirs = ([Path(tiles_dirs)] if isinstance(tiles_dirs, (str, Path))
                 else [Path(d) for d in tiles_dirs])
@@ -108,7 +109,8 @@ def train(
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say how to go on
         last = ((Path(checkpoint_dir) if checkpoint_dir
                  else checkpoint.default_checkpoint_dir(out_path)) / checkpoint.CHECKPOINT_NAME)
-        err.after = (f"continue with --resume {last}" if last.exists()  # type: ignore[attr-defined]
+        ours = last.exists() and last.stat().st_mtime >= started  # not an older run's
+        err.after = (f"continue with --resume {last}" if ours  # type: ignore[attr-defined]
                      else "no epoch had finished: rerun the same command")
         raise
     except torch.cuda.OutOfMemoryError:
@@ -219,7 +221,7 @@ def _train(
 
     writer = None
     if ctx.is_main:
-        checkpoint.start_checkpoint_dir(ckpt_dir, overwrite and resume is None, {
+        checkpoint.start_checkpoint_dir(ckpt_dir, {
             "config": config.to_dict(), "model": model_config.to_dict(),
             "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
             "device": str(ctx.device),
