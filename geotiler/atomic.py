@@ -71,7 +71,7 @@ def atomic_path(path: Path | str, *, keep_suffix: bool = False) -> Iterator[Path
         try:
             os.replace(tmp, path)
         except OSError as err:
-            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+            raise OutputError.writing(path, err) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -87,7 +87,7 @@ def write_text_atomic(path: Path | str, text: str) -> None:
         try:
             tmp.write_text(text, encoding="utf-8")
         except OSError as err:
-            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+            raise OutputError.writing(path, err) from None
 
 
 def _finite(value: Any) -> Any:

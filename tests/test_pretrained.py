@@ -147,3 +147,19 @@ def test_init_from_weights_of_other_band_order_is_said(tiles, tmp_path, model_fi
         "--epochs", "1", "--max-steps", "1", "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert "trained on bands blue,green,red, these tiles have red,green,blue" in result.stderr
+
+
+def test_a_run_from_init_resumes_without_repeating_it(tiles, tmp_path, model_file):
+    """The interrupt advice is ``--resume last.pt`` alone: the checkpoint's network (here
+    the --init file's ngf 4, 3 levels) is rebuilt without --init or size options."""
+    out = tmp_path / "i.pt"
+    first = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(out), "--init", str(model_file), "--epochs", "1",
+        "--max-steps", "1", "--device", "cpu", "--workers", "0"])
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(main, [
+        "train", str(tiles), "-o", str(out), "--resume", str(tmp_path / "i.checkpoints"),
+        "--epochs", "2", "--max-steps", "1", "--device", "cpu", "--workers", "0"])
+    assert resumed.exit_code == 0, resumed.output
+    spec, _ = read_model_file(out)
+    assert (spec.model.ngf, spec.model.num_downs) == (4, 3)

@@ -397,3 +397,27 @@ def test_a_short_write_on_a_full_disk_is_named_as_such(full_disk, tmp_path):
     with pytest.raises(OutputError, match="No space left on device"):
         save_atomic({"w": torch.zeros(2**18)}, full_disk / "m.pt")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no partial file
+
+
+def test_a_replacement_that_fails_before_its_checkpoint_leaves_no_staged_model(tmp_path):
+    """``train --overwrite`` on a disk that takes the model (33 kB) but not the checkpoint
+    (108 kB): the old model and checkpoint stay, and no staged model is left for a
+    resumed older run to move onto --out (it once installed the failed run's weights)."""
+    from trainer_fixtures import make_tile_dataset
+
+    tiles = make_tile_dataset(tmp_path / "t", splits={"train": 12, "val": 4}, shard_size=5,
+                              size=32)
+    tiny = ["--ngf", "4", "--ndf", "4", "--num-downs", "3", "--device", "cpu",
+            "--batch-size", "4", "--max-steps", "1", "--max-minutes", "0"]
+    model, ckpt = tmp_path / "m.pt", tmp_path / "m.checkpoints"
+    first = CliRunner().invoke(main, ["-q", "train", str(tiles), "-o", str(model),
+                                      "--epochs", "1", *tiny])
+    assert first.exit_code == 0, first.output
+    before = digests(ckpt) | {"m.pt": hashlib.sha256(model.read_bytes()).hexdigest()}
+    proc = run_limited(60_000, "train", str(tiles), "-o", str(model), "--overwrite",
+                       "--epochs", "2", "--seed", "5", *tiny)
+    assert_error(proc.stdout, proc.stderr, 1, proc.returncode, "last.pt", "came up short")
+    assert not (ckpt / "best.pt").exists()
+    after = digests(ckpt) | {"m.pt": hashlib.sha256(model.read_bytes()).hexdigest()}
+    assert {k: after[k] for k in ("m.pt", "last.pt")} == {k: before[k]
+                                                          for k in ("m.pt", "last.pt")}

@@ -449,3 +449,28 @@ def test_datasets_that_share_ground_across_splits_are_said(tmp_path: Path) -> No
     alone = run(dirs[0], "--out", str(tmp_path / "n.pt"), "--epochs", "1", "--max-steps", "1",
                 *TINY)
     assert "cover ground" not in alone.stderr
+
+
+def test_resuming_a_replacement_into_a_new_out_names_its_best(tiles: Path, tmp_path: Path
+                                                              ) -> None:
+    """An interrupted --overwrite run resumed into a new --out: the log says where the
+    run's best so far is (its staged model, not the old --out); an --out that is the
+    checkpoint itself is refused."""
+    out = tmp_path / "m.pt"
+    assert run(str(tiles), "--out", str(out), "--epochs", "1", "--max-steps", "1",
+               "--checkpoint-dir", str(tmp_path / "first"), *TINY).exit_code == 0
+    staged, last = tmp_path / "m.checkpoints" / "best.pt", tmp_path / "m.checkpoints" / "last.pt"
+    code, stderr, _ = interrupt_geotiler(
+        ["-q", "train", str(tiles), "--out", str(out), "--epochs", "10000", "--no-progress",
+         "--overwrite", *TINY], ready=lambda: staged.exists() and last.exists())
+    assert code == 130, stderr
+    assert_one_line_error(run(str(tiles), "--out", str(last), "--epochs", "2", "--resume",
+                              str(last), *TINY), 1, "where the run's checkpoints go")
+    done = len((tmp_path / "m.checkpoints" / "metrics.csv").read_text().splitlines()) - 1
+    new = tmp_path / "n.pt"
+    resumed = run(str(tiles), "--out", str(new), "--epochs", str(done + 1), "--resume",
+                  str(last), *TINY)
+    assert resumed.exit_code == 0, resumed.output
+    # the earlier best is named where it is: staged beside the checkpoint, not in m.pt
+    assert "the best before them, epoch" in resumed.stderr and f"is in {staged})" in resumed.stderr
+    assert new.is_file() and staged.is_file()

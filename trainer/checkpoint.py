@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -168,7 +169,8 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 #: Settings a resumed run may change without a word: how long and how fast it runs, where
 #: and how it logs (the rest should be "the same options", ``train --help``).
-_FREE_ON_RESUME = {"epochs", "max_minutes", "max_steps", "workers", "device", "init"}
+_FREE_ON_RESUME = {"epochs", "max_minutes", "max_steps", "workers", "device", "init",
+                   "wall_reach"}  # wall_reach: derived from --wall-weight, not an option
 
 
 def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path: Path,
@@ -183,12 +185,12 @@ def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path
         and np.allclose(info.std, saved_info["std"], rtol=1e-6))
     if not diffs and not same_tiles:
         diffs = [f"band mean {[round(m, 1) for m in saved_info['mean']]}, now "
-                 f"{[round(m, 1) for m in info.mean]}: other tiles (to train these weights on "
-                 "them, start a new run with --init and its model file)"]
+                 f"{[round(m, 1) for m in info.mean]}"]
     if diffs:
         raise ConfigError(
             f"--resume: checkpoint {path} was trained on different tiles ({'; '.join(diffs)}); "
-            "resume with the dataset it was trained on, or start a new run"
+            "resume with the dataset it was trained on, or start a new run (--init with its "
+            "model file trains its weights on these tiles)"
         )
     saved_model = json.loads(state["model"])
     now = models.config.to_dict()
@@ -257,6 +259,9 @@ def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite
     would write into one of its tile datasets (even with ``overwrite``), or if the model
     file's or the checkpoints' folder cannot be made (under a file, or in a folder that is
     not writable)."""
+    if clash := replaced_input([out_path], [resume, ckpt_dir]):
+        raise OutputError(f"--out {out_path} is {clash[1]} or inside it, where the run's "
+                          "checkpoints go: give a model file elsewhere")
     if clash := replaced_input([out_path, ckpt_dir], tiles_dirs):
         raise OutputError(f"{clash[0]} is inside the tile dataset {clash[1]} (its files "
                           "would be overwritten; `tile --overwrite` replaces the folder): "
@@ -294,6 +299,51 @@ def model_target(out_path: Path, ckpt_dir: Path, resume: Path | None) -> Path:
     if resume is None:
         staged.unlink(missing_ok=True)
     return out_path
+
+
+def after_failure(ckpt_dir: Path, started: float) -> str:
+    """Clean up after a run that stopped early (interrupted or failed) at ``started``
+    (``time.time()``), and say how to go on. A staged model is kept only beside a
+    checkpoint of the same run: one without it (the run stopped before its first
+    checkpoint, say on a full disk) would be moved onto ``--out`` by a resumed older run."""
+    last, staged = ckpt_dir / CHECKPOINT_NAME, ckpt_dir / STAGED_NAME
+    ours = last.exists() and last.stat().st_mtime >= started  # not an older run's
+    if not ours and staged.exists() and staged.stat().st_mtime >= started:
+        staged.unlink(missing_ok=True)  # every DDP rank may get here
+    return (f"continue with --resume {last}" if ours
+            else "no epoch had finished: rerun the same command")
+
+
+def carry_best(progress: Progress, out_path: Path, target: Path, resume: Path) -> None:
+    """Resuming into an ``--out`` that does not exist: the checkpoint holds the last
+    weights, not the best. With a staged model in this run's checkpoint folder (the run's
+    best so far) the new ``--out`` gets it or a better epoch; otherwise it gets the best of
+    the resumed epochs, so the summary never names a file not written, and the log says
+    where the earlier best is (the first run's model file, or the model staged beside the
+    resumed checkpoint)."""
+    if progress.best_iou is None or out_path.exists():
+        return
+    if target != out_path:
+        log.info("--out %s is new: it gets the run's best model (epoch %s, waiting in %s) or "
+                 "a better resumed epoch", out_path, progress.best_epoch, target)
+        return
+    staged = (resume if resume.is_dir() else resume.parent) / STAGED_NAME
+    log.info("--out %s is new: it gets the best of the resumed epochs (the best before "
+             "them, epoch %s, is in %s)", out_path, progress.best_epoch,
+             staged if staged.exists() else "the first run's model file")
+    progress.best_iou = progress.best_epoch = None
+
+
+def resumed_network(config: TrainConfig, resume: Path | None) -> TrainConfig:
+    """``config`` with the generator and discriminator sizes it leaves to the preset
+    (``None``) taken from the ``--resume`` checkpoint, so that the command the interrupt
+    advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s included."""
+    if resume is None:
+        return config
+    saved = json.loads(load_checkpoint(resume).get("config", "{}"))
+    return dataclasses.replace(config, **{
+        name: saved[name] for name in ("ngf", "ndf", "num_downs")
+        if getattr(config, name) is None and saved.get(name) is not None})
 
 
 def publish_staged(staged: Path, out_path: Path) -> None:

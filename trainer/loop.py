@@ -106,18 +106,16 @@ def train(
         # tearing down while its peer still talks to it aborted now and then at exit
         barrier(ctx)
         return summary
-    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say how to go on
-        last = ((Path(checkpoint_dir) if checkpoint_dir
-                 else checkpoint.default_checkpoint_dir(out_path)) / checkpoint.CHECKPOINT_NAME)
-        ours = last.exists() and last.stat().st_mtime >= started  # not an older run's
-        err.after = (f"continue with --resume {last}" if ours  # type: ignore[attr-defined]
-                     else "no epoch had finished: rerun the same command")
+    except BaseException as err:  # say how to go on (Ctrl-C, SIGTERM) and tidy up
+        after = checkpoint.after_failure(Path(checkpoint_dir) if checkpoint_dir else
+                                         checkpoint.default_checkpoint_dir(out_path), started)
+        if isinstance(err, KeyboardInterrupt):
+            err.after = after  # type: ignore[attr-defined]
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            raise ConfigError(
+                f"CUDA ran out of memory at --batch-size {config.effective_batch_size}: "
+                "lower --batch-size (or use --preset small / a smaller --ngf)") from None
         raise
-    except torch.cuda.OutOfMemoryError:
-        raise ConfigError(
-            f"CUDA ran out of memory at --batch-size {config.effective_batch_size}: lower "
-            "--batch-size (or use --preset small / a smaller --ngf)"
-        ) from None
     finally:
         teardown_distributed(ctx)
 
@@ -172,7 +170,7 @@ def _train(
     progress: bool,
 ) -> TrainSummary:
     start_time = time.perf_counter()
-    config = with_init_network(config).resolved()
+    config = checkpoint.resumed_network(with_init_network(config), resume).resolved()
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
         checks.check_shards(d, one)
@@ -209,14 +207,7 @@ def _train(
     state = checkpoint.Progress()
     if resume is not None:
         state = checkpoint.resume(resume, models, info, config, ctx)
-        if state.best_iou is not None and not out_path.exists():
-            # The checkpoint holds the last weights, not the best: a new --out gets the
-            # best of the resumed epochs, so the summary never names a file not written.
-            if ctx.is_main:
-                log.info("--out %s is new: it gets the best of the resumed epochs (the best "
-                         "before them, epoch %s, is in the first run's model file)",
-                         out_path, state.best_epoch)
-            state.best_iou = state.best_epoch = None
+        checkpoint.carry_best(state, out_path, target, resume)
     start_epoch = state.epoch
 
     writer = None

@@ -13,6 +13,7 @@ module (:mod:`geotiler.cli`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -182,6 +183,8 @@ def _debug_unraisable(unraisable: Any) -> None:
 def _os_message(err: OSError) -> str:
     """One line for an OSError: the file it names and the OS's reason."""
     if err.filename is None:
+        if err.errno in (errno.ENOSPC, errno.EFBIG):  # a full disk or ulimit -f: the advice
+            return str(OutputError.writing("an output", err))
         return f"{reason(err)} (run with -v for the traceback)"
     return str(OutputError.writing(err.filename, err)).replace("cannot write", "cannot use", 1)
 
