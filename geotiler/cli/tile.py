@@ -38,7 +38,8 @@ def _parse_or_none(parser: Callable[[str], Any], value: str | None) -> Any:
     return None if value is None else parser(value)
 
 
-def _one_footprints(values: tuple[str, ...]) -> str:
+def _one_footprints(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+                    ) -> str:
     """The one --footprints given (click would keep the last of several silently)."""
     if len(values) > 1:
         raise click.BadParameter(
@@ -50,7 +51,7 @@ def _one_footprints(values: tuple[str, ...]) -> str:
 @click.command()
 @click.argument("rasters", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--footprints", "-f", required=True, type=click.Path(path_type=str),
-              multiple=True, callback=lambda _ctx, _param, value: _one_footprints(value),
+              multiple=True, callback=_one_footprints,
               help="Building polygons (GPKG, GeoJSON, Shapefile, GeoParquet, OpenStreetMap "
               ".osm/.osm.pbf; any CRS): one file for all the rasters.")
 @layer_options("footprints", "footprints")
