@@ -334,12 +334,10 @@ def carry_best(progress: Progress, out_path: Path, target: Path, resume: Path) -
     progress.best_iou = progress.best_epoch = None
 
 
-def resumed_network(config: TrainConfig, resume: Path | None) -> TrainConfig:
+def resumed_network(config: TrainConfig, resume: Path) -> TrainConfig:
     """``config`` with the generator and discriminator sizes it leaves to the preset
     (``None``) taken from the ``--resume`` checkpoint, so that the command the interrupt
     advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s included."""
-    if resume is None:
-        return config
     saved = json.loads(load_checkpoint(resume).get("config", "{}"))
     return dataclasses.replace(config, **{
         name: saved[name] for name in ("ngf", "ndf", "num_downs")

@@ -170,7 +170,8 @@ def _train(
     progress: bool,
 ) -> TrainSummary:
     start_time = time.perf_counter()
-    config = checkpoint.resumed_network(with_init_network(config), resume).resolved()
+    config = (checkpoint.resumed_network(config, resume) if resume is not None
+              else with_init_network(config)).resolved()  # --init's file unread on resume
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
         checks.check_shards(d, one)
