@@ -125,6 +125,7 @@ def test_init_trains_the_network_of_its_file(tiles, tmp_path, model_file):
     assert result.exit_code == 0, result.output
     spec, _ = read_model_file(out)
     assert (spec.model.ngf, spec.model.num_downs) == (4, 3)
+    assert "trained unet (ngf 4, 3 levels)" in result.stdout  # not the preset's name
     result = CliRunner().invoke(main, [
         "train", str(tiles), "-o", str(tmp_path / "x.pt"), "--init", str(model_file),
         "--num-downs", "4", "--epochs", "1", "--device", "cpu"])

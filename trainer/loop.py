@@ -71,6 +71,7 @@ class TrainSummary:
     world_size: int = 1
     resumed_from: int | None = None
     parameters: int = 0
+    network: str = ""  # the generator trained, e.g. "ngf 32, 5 levels" (--init's may differ)
 
 
 def train(
@@ -324,6 +325,7 @@ def _train(
         skipped_tiles=skipped, device=str(ctx.device), precision=ctx.precision,
         world_size=ctx.world_size,
         resumed_from=start_epoch if resume is not None else None, parameters=parameters,
+        network=f"ngf {model_config.ngf}, {model_config.num_downs} levels",
     )
 
 

@@ -160,7 +160,7 @@ def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
             f"{val['boundary_f']:.3f}" if val else "")
     skipped = f"; {summary.skipped_tiles} corrupt tile(s) skipped" if summary.skipped_tiles else ""
     click.echo(
-        f"trained {config.arch} ({config.preset}) for {summary.epochs_run} epoch(s) on "
+        f"trained {config.arch} ({summary.network}) for {summary.epochs_run} epoch(s) on "
         f"{summary.device} x{summary.world_size} ({summary.precision}) at "
         f"{summary.images_per_second:.1f} img/s in "
         f"{summary.seconds:.0f}s; {best}{last}{skipped}; model: {summary.out_path}; "
