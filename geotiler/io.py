@@ -316,7 +316,7 @@ def given_twice(paths: Sequence[Path | str]) -> str | None:
     and ``./a.tif`` are one), or None."""
     seen: set[str] = set()
     for path in paths:
-        key = path if isinstance(path, str) and "://" in path else str(Path(path).resolve())
+        key = str(path) if is_remote(path) else str(Path(path).resolve())
         if key in seen:
             return str(path)
         seen.add(key)
@@ -329,7 +329,7 @@ def replaced_input(outputs: Sequence[Path | str], inputs: Sequence[Path | str | 
     itself, or a file inside an input folder (a tile dataset, a shapefile folder); paths
     compared resolved, URLs and ``None`` skipped. None when every output is elsewhere."""
     local = [(str(i), Path(i).resolve()) for i in inputs
-             if i is not None and not (isinstance(i, str) and "://" in i)]
+             if i is not None and not is_remote(i)]
     for out in outputs:
         target = Path(out).resolve()
         for name, source in local:
