@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -338,10 +337,7 @@ def resumed_network(config: TrainConfig, resume: Path) -> TrainConfig:
     """``config`` with the generator and discriminator sizes it leaves to the preset
     (``None``) taken from the ``--resume`` checkpoint, so that the command the interrupt
     advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s included."""
-    saved = json.loads(load_checkpoint(resume).get("config", "{}"))
-    return dataclasses.replace(config, **{
-        name: saved[name] for name in ("ngf", "ndf", "num_downs")
-        if getattr(config, name) is None and saved.get(name) is not None})
+    return config.with_sizes(json.loads(load_checkpoint(resume).get("config", "{}")))
 
 
 def publish_staged(staged: Path, out_path: Path) -> None:

@@ -334,6 +334,14 @@ class TrainConfig:
             use_dropout=self.arch == "pix2pix",
         )
 
+    def with_sizes(self, sizes: dict[str, Any]) -> TrainConfig:
+        """A copy with the network sizes it leaves to the preset (``ngf``, ``ndf``,
+        ``num_downs`` of ``None``) taken from ``sizes`` (another run's model or config);
+        sizes given explicitly, and names ``sizes`` lacks, stay as they are."""
+        return dataclasses.replace(self, **{
+            name: sizes[name] for name in ("ngf", "ndf", "num_downs")
+            if getattr(self, name) is None and sizes.get(name) is not None})
+
     def resolved(self) -> TrainConfig:
         """A copy with every preset-dependent ``None`` filled in."""
         return dataclasses.replace(

@@ -19,7 +19,6 @@ model must be retrained.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import pickle
@@ -272,11 +271,8 @@ def with_init_network(config: TrainConfig) -> TrainConfig:
     if config.init is None or (config.ngf is not None and config.num_downs is not None):
         return config
     spec, _ = read_model_file(resolve_init(config.init))
-    return dataclasses.replace(
-        config,
-        ngf=spec.model.ngf if config.ngf is None else config.ngf,
-        num_downs=spec.model.num_downs if config.num_downs is None else config.num_downs,
-    )
+    # the generator only: a pix2pix discriminator starts afresh at the preset's ndf
+    return config.with_sizes({"ngf": spec.model.ngf, "num_downs": spec.model.num_downs})
 
 
 def init_weights(net: nn.Module, path: Path | str, config: ModelConfig) -> ModelSpec:
