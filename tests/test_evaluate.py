@@ -302,3 +302,14 @@ def test_saved_report_is_strict_json_written_atomically(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json"]
     with pytest.raises(OutputError, match="--overwrite"):
         save_report(report, out)
+
+
+def test_a_tolerance_far_above_building_scale_is_noted(tmp_path):
+    """``--tolerance 100`` (100 m, perhaps meant as cm) scores outlines 100 m off as right:
+    the report says so; the default 1 m says nothing."""
+    from geotiler.evaluate import EvalConfig
+
+    mask, truth = mask_tif(tmp_path / "m.tif", BOXES), truth_gpkg(tmp_path / "t.gpkg")
+    far = evaluate(mask, truth, config=EvalConfig(tolerance=100))
+    assert any("--tolerance 100 m counts an outline up to 100 m off" in n for n in far.notes)
+    assert not any("--tolerance" in n for n in evaluate(mask, truth).notes)

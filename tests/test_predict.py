@@ -231,6 +231,22 @@ def test_a_building_larger_than_the_halo_is_warned_about(tmp_path, caplog, monke
     assert len(gpd.read_file(tmp_path / "b.gpkg")) == 1
 
 
+def test_a_simplify_far_above_building_scale_is_warned_about(tmp_path, caplog, monkeypatch):
+    """``--simplify 50`` (50 m, perhaps meant as cm) turns houses into triangles: a warning
+    says so; the default 0.5 m says nothing."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("geotiler"), "propagate", True)
+    raster, _ = boxes_raster(tmp_path / "r.tif")
+    with caplog.at_level("WARNING"):
+        predict(raster, Brightness(), MODEL, tmp_path / "a.gpkg", config(simplify=50))
+    assert "--simplify 50 m moves outlines up to 50 m" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        predict(raster, Brightness(), MODEL, tmp_path / "b.gpkg", config())
+    assert "--simplify" not in caplog.text
+
+
 def test_a_raster_of_nodata_only_is_refused_and_writes_nothing(tmp_path):
     raster = write_raster(tmp_path / "nd.tif", np.zeros((3, 200, 300), np.uint8), nodata=0)
     with pytest.raises(InputError, match="has no valid pixel"):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from geotiler.errors import ConfigError
 
+UNIT_SLIP_TOLERANCE_M = 5.0  # a --tolerance above this is noted: likely cm typed for m
+
 
 @dataclass(frozen=True)
 class EvalConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 import shapely
 
 from geotiler.errors import InputError
-from geotiler.evaluate.config import EvalConfig
+from geotiler.evaluate.config import UNIT_SLIP_TOLERANCE_M, EvalConfig
 from geotiler.evaluate.grid import (
     Grid,
     check_binary_mask,
@@ -107,6 +107,10 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
     if n_all > len(truth_geoms):
         notes.append(f"{n_all - len(truth_geoms)} truth polygon(s) outside the extent ignored")
 
+    if config.tolerance > UNIT_SLIP_TOLERANCE_M:
+        notes.append(f"--tolerance {config.tolerance:g} m counts an outline up to "
+                     f"{config.tolerance:g} m off as right (houses are 5-20 m across); it is "
+                     "in metres (e.g. 1)")
     pixels = boundary = None
     if grid is not None:
         gsd = math.sqrt(math.prod(ground_gsd(grid.crs, grid.transform, grid.width,

@@ -52,6 +52,9 @@ COG_COMPRESSION = {"zstd": {"COMPRESS": "ZSTD", "LEVEL": 1},
 OVERVIEW_RESAMPLING = {"prob": "average", "mask": "nearest"}  # rasterio Resampling names
 
 
+UNIT_SLIP_SIMPLIFY_M = 5.0  # a --simplify above this warns: likely cm typed for m
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """How ``geotiler predict`` runs; the CLI's defaults come from here.

@@ -22,7 +22,7 @@ from rasterio.enums import ColorInterp
 from geotiler.atomic import prepare_output_folder
 from geotiler.errors import ConfigError, InputError, ModelFileError, OutputError
 from geotiler.io import open_raster, open_raster_info, raster_source, replaced_input
-from geotiler.predict.config import ModelInfo, PredictConfig
+from geotiler.predict.config import UNIT_SLIP_SIMPLIFY_M, ModelInfo, PredictConfig
 from geotiler.predict.grid import PredictGrid, model_grid
 from geotiler.predict.plan import BlockPlan, plan_blocks
 
@@ -201,6 +201,10 @@ def prepare(raster: Path | str, model: ModelInfo, out: Path | str, config: Predi
     if info.dtype != model.dtype:
         log.warning("%s is %s but %s was trained on %s; its normalization may not fit",
                     path, info.dtype, model.name, model.dtype)
+    if config.simplify > UNIT_SLIP_SIMPLIFY_M:
+        log.warning("--simplify %g m moves outlines up to %g m: houses (5-20 m across) lose "
+                    "their shape; it is in metres (e.g. 0.5)", config.simplify,
+                    config.simplify)
     if clash := replaced_input(outputs.all(config.probabilities), [path]):
         # --overwrite would replace the raster being read
         raise OutputError(f"{clash[0]} is the input raster; give another --out "
