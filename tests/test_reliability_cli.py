@@ -419,5 +419,6 @@ def test_a_replacement_that_fails_before_its_checkpoint_leaves_no_staged_model(t
     assert_error(proc.stdout, proc.stderr, 1, proc.returncode, "last.pt", "came up short")
     assert not (ckpt / "best.pt").exists()
     after = digests(ckpt) | {"m.pt": hashlib.sha256(model.read_bytes()).hexdigest()}
-    assert {k: after[k] for k in ("m.pt", "last.pt")} == {k: before[k]
-                                                          for k in ("m.pt", "last.pt")}
+    # the older run's files, its config and metrics included, all as they were
+    kept = ("m.pt", "last.pt", "train_config.json", "metrics.csv")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}

@@ -350,11 +350,11 @@ def publish_staged(staged: Path, out_path: Path) -> None:
     staged.unlink()
 
 
-def start_checkpoint_dir(ckpt_dir: Path, resolved: dict[str, Any]) -> None:
-    """Create ``ckpt_dir`` and write ``train_config.json`` (``resolved``). An older run's
-    checkpoint, metrics and staged model stay until this run's first epoch replaces them
-    (``--overwrite``), so a replacement that fails before it leaves that run resumable."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+def write_run_config(ckpt_dir: Path, resolved: dict[str, Any]) -> None:
+    """Write ``train_config.json`` (``resolved``) beside this run's first checkpoint, not
+    at its start: an older run's checkpoint, metrics, staged model and config all stay
+    until this run's first epoch replaces them (``--overwrite``), so a replacement that
+    fails before it leaves that run resumable and described by its own config."""
     write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
 
 

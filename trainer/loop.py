@@ -214,11 +214,7 @@ def _train(
 
     writer = None
     if ctx.is_main:
-        checkpoint.start_checkpoint_dir(ckpt_dir, {
-            "config": config.to_dict(), "model": model_config.to_dict(),
-            "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
-            "device": str(ctx.device),
-        })
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard(ckpt_dir / "tensorboard")
         log.info("training %s (ngf %d, %d levels, %.2fM parameters) on %d train / %d val "
                  "tiles, %d process(es) on %s", model_config.arch, model_config.ngf,
@@ -280,7 +276,6 @@ def _train(
                 spec = ModelSpec(dataset=info, model=model_config, training=training,
                                  geotiler_version=__version__)
                 save_model(target, models.g, spec)
-            checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
             _log_epoch(row, writer, val_scores, last_loss, config, improved)
         if config.max_minutes is not None:
             planned = planned_epochs(config, state.epoch, epoch + 1 - start_epoch,
@@ -296,6 +291,14 @@ def _train(
                          config.epochs)
             state.planned = fitted
         checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
+        if ctx.is_main:  # after the checkpoint: a failed first one leaves the older run's
+            checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
+            if epoch == start_epoch:
+                checkpoint.write_run_config(ckpt_dir, {
+                    "config": config.to_dict(), "model": model_config.to_dict(),
+                    "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
+                    "device": str(ctx.device),
+                })
         barrier(ctx)
         if state.planned is not None and state.epoch >= state.planned:
             if ctx.is_main and state.epoch < config.epochs:
