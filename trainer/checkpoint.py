@@ -2,7 +2,9 @@
 
 The checkpoint directory (``model.checkpoints/`` beside ``model.pt`` by default) holds:
 
-- ``last.pt``: the checkpoint of the last finished epoch: weights and optimizer states of
+- ``last.pt``: the checkpoint of a finished epoch (:func:`checkpoint_due`: a run's first and
+  last epochs, every epoch that improved the best val IoU, otherwise at most once a minute):
+  weights and optimizer states of
   the networks, every rank's RNG states, the epoch, the best val IoU so far, the metrics
   history, and the config, network and dataset it was trained with. Read with
   ``torch.load(weights_only=True)``; :func:`resume` continues from it exactly (CPU runs
@@ -24,6 +26,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,7 @@ from geotiler.errors import ConfigError, ModelFileError, OutputError
 from geotiler.io import replaced_input
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
-from trainer.distributed import Dist, all_gather
+from trainer.distributed import Dist, all_gather, main_decides
 from trainer.modelfile import CHECKPOINT_FORMAT, MODEL_FORMAT, save_atomic, torch_load_reason
 from trainer.steps import Models
 
@@ -48,6 +51,10 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_NAME = "last.pt"
 METRICS_NAME = "metrics.csv"
 CONFIG_NAME = "train_config.json"
+#: ``last.pt`` is written at most this often between the epochs that must have one
+#: (:func:`checkpoint_due`): a 50 MB save of the small preset takes 0.06-0.09 s on 2 cores,
+#: 10-15 % of the default recipe's 0.5 s epochs when written after every one.
+CHECKPOINT_EVERY_S = 60.0
 #: The best epoch's model file while a run replaces an existing ``--out`` (:func:`model_target`).
 STAGED_NAME = "best.pt"
 
@@ -102,6 +109,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- checkpoints ----------------------------------------------------------------------------
+
+
+def checkpoint_due(last_save: float | None, improved: bool, final: bool, ctx: Dist) -> bool:
+    """Whether this epoch writes ``last.pt`` (every rank takes rank 0's answer).
+
+    Always after a run's first epoch (``last_save`` None: an interrupted run can resume),
+    its last (``final``) and every epoch that improved the best val IoU (``improved``: the
+    best model just written must never be newer than the checkpoint, or a resumed run could
+    replace it with a worse epoch); otherwise once :data:`CHECKPOINT_EVERY_S` have passed
+    since the last save (``time.perf_counter()``). An interrupt loses at most that much.
+    """
+    due = (last_save is None or improved or final
+           or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S)
+    return main_decides(due, ctx)
 
 
 def save_checkpoint(

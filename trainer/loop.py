@@ -7,7 +7,8 @@ Each epoch: set the epoch's learning rate, train on the ``train`` split
 (:func:`trainer.steps.train_epoch`), validate on ``val`` (:func:`trainer.validate.validate`),
 keep the model with the best val IoU in the model file (:mod:`trainer.modelfile`; staged
 beside the checkpoint while the run replaces an older one), append a row to ``metrics.csv``
-and write the checkpoint that ``resume`` continues from exactly (:mod:`trainer.checkpoint`).
+and, when due (:func:`trainer.checkpoint.checkpoint_due`), write the checkpoint that
+``resume`` continues from exactly (:mod:`trainer.checkpoint`).
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ def _train(
     run_seconds = 0.0
     last_val: dict[str, float] = {}
     last_loss: dict[str, float] = {}
+    last_save: float | None = None  # when this run last wrote last.pt
     loop_start = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
@@ -290,25 +292,23 @@ def _train(
                          "learning rate decays over them", config.max_minutes, fitted,
                          config.epochs)
             state.planned = fitted
-        checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
-        if ctx.is_main:  # after the checkpoint: a failed first one leaves the older run's
-            checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
-            if epoch == start_epoch:
+        stop = _stop_message(config, state, start_time, ctx)
+        if checkpoint.checkpoint_due(last_save, improved,
+                                     stop is not None or state.epoch >= config.epochs, ctx):
+            checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
+            if ctx.is_main and last_save is None:  # a failed first save leaves an older run's
                 checkpoint.write_run_config(ckpt_dir, {
                     "config": config.to_dict(), "model": model_config.to_dict(),
                     "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
                     "device": str(ctx.device),
                 })
+            last_save = time.perf_counter()
+        if ctx.is_main:
+            checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
         barrier(ctx)
-        if state.planned is not None and state.epoch >= state.planned:
-            if ctx.is_main and state.epoch < config.epochs:
-                log.info("--max-minutes %.1f: stopping after epoch %d, the last that fits",
-                         config.max_minutes, state.epoch)
-            break
-        if _budget_spent(config, start_time, ctx) and state.epoch < config.epochs:
-            if ctx.is_main:
-                log.info("--max-minutes %.1f spent after epoch %d of %d: stopping",
-                         config.max_minutes, state.epoch, config.epochs)
+        if stop is not None:
+            if ctx.is_main and stop:
+                log.info("%s", stop)
             break
 
     if writer is not None:
@@ -365,11 +365,19 @@ def planned_epochs(config: TrainConfig, done: int, run_epochs: int, run_seconds:
     return max(done, min(config.epochs, done + more))
 
 
-def _budget_spent(config: TrainConfig, start_time: float, ctx: Dist) -> bool:
-    """Whether ``--max-minutes`` is used up; every rank takes rank 0's answer."""
-    if config.max_minutes is None:
-        return False
-    return main_decides(time.perf_counter() - start_time >= 60 * config.max_minutes, ctx)
+def _stop_message(config: TrainConfig, state: checkpoint.Progress, start_time: float,
+                  ctx: Dist) -> str | None:
+    """None while the run goes on; else why it stops early ("" when --epochs are done or
+    the budget's planned epochs end with them). Every rank takes rank 0's answer."""
+    if state.planned is not None and state.epoch >= state.planned:
+        return ("" if state.epoch >= config.epochs else
+                f"--max-minutes {config.max_minutes:.1f}: stopping after epoch "
+                f"{state.epoch}, the last that fits")
+    if config.max_minutes is None or state.epoch >= config.epochs:
+        return "" if state.epoch >= config.epochs else None
+    spent = main_decides(time.perf_counter() - start_time >= 60 * config.max_minutes, ctx)
+    return (f"--max-minutes {config.max_minutes:.1f} spent after epoch {state.epoch} of "
+            f"{config.epochs}: stopping") if spent else None
 
 
 def _log_epoch(row: dict[str, Any], writer: Any, val: dict[str, float],
