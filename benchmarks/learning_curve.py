@@ -3,15 +3,19 @@
 
 Keeps a tile dataset's val and test tiles and a nested random subset of its train tiles
 (``--counts 3 6``: 3 of them, then those 3 and 3 more), trains the default recipe on each
-subset with the same number of tile passes as the full set's default run (``--epochs`` ×
-train tiles; ``--epochs`` is train's default, 500), and scores every model with
-``score_areas.py`` on the full tiling's fixed val and test areas, so every row is scored on
-the same pixels. Subset *i* of seed *s* draws its tiles with seed *s* and trains with
-``--seed s``. Choosing nothing, it asks how fast the scores grow with labelled area::
+subset with the same number of tile passes as the full set's run (``--full-epochs`` ×
+train tiles: train's default 500, or the epochs a time-budgeted full run reached), and
+scores every model with ``score_areas.py`` on fixed val and test areas (the full tiling's,
+or ``--ref``'s), so every row is scored on the same pixels. The subsets of seed *s* draw
+their tiles with seed *s* and train with ``--seed s``. Choosing nothing, it asks how fast
+the scores grow with labelled area::
 
     geotiler tile 22978945_15.tif -f 22978945_15.gpkg -o /tmp/q/def256
     python benchmarks/learning_curve.py /tmp/q/def256 --work /tmp/lc --counts 3 6 \
         --seeds 0 1
+    python benchmarks/learning_curve.py /tmp/bn/g025 --work /tmp/lcbn --counts 13 26 \
+        --full-epochs 220 --scene ../shared/data/fairmodels-banepa --ref /tmp/bn/ref05 \
+        --name bn
 
 Rows for the full set come from ``score_areas.py`` on a model of the whole tiling (the
 default recipe). One line per model goes to ``WORK/results.txt`` (``score_areas.py``'s).
@@ -79,6 +83,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--scene", type=Path, default=None, help="score_areas.py --scene")
     ap.add_argument("--name", default="def", help="score_areas.py --name (its areas)")
+    ap.add_argument("--ref", type=Path, default=None,
+                    help="score_areas.py --ref (default: the tile dataset itself)")
+    ap.add_argument("--full-epochs", type=int, default=EPOCHS,
+                    help="epochs of the full set's run (tile passes kept equal)")
     args = ap.parse_args()
     members = train_members(args.tiles)
     total = len(members)
@@ -92,13 +100,13 @@ def main() -> None:
             name = f"n{count}_s{seed}"
             data = subset(args.tiles, order[:count], members, args.work / f"tiles_{name}")
             model = args.work / f"{name}.pt"
-            epochs = round(EPOCHS * total / count)
+            epochs = round(args.full_epochs * total / count)
             run([sys.executable, "-m", "geotiler", "-q", "train", str(data), "-o", str(model),
                  "--epochs", str(epochs), "--seed", str(seed), "--overwrite",
                  "--no-progress"])
             score = [sys.executable, str(HERE / "score_areas.py"), str(model),
-                     "--ref", str(args.tiles), "--name", args.name, "--work", str(args.work),
-                     "--tag", name]
+                     "--ref", str(args.ref or args.tiles), "--name", args.name,
+                     "--work", str(args.work), "--tag", name]
             if args.scene:
                 score += ["--scene", str(args.scene)]
             run(score)
