@@ -330,12 +330,21 @@ def test_vector_problems(tmp_path, scene):
     result = run("tile", str(raster), "-f", str(far), "-o", str(tmp_path / "c"),
                  "--require-footprints")
     assert_one_line_error(result, 1, "no footprint", "overlaps")
-    result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(far), "-o",
-                                       str(tmp_path / "d"), "--keep-empty", "1"])
-    assert result.exit_code == 0 and "no footprint" in result.stderr  # a warning only
-    # ... unless the empty-tile selection leaves nothing to train on
-    assert_one_line_error(run("tile", str(raster), "-f", str(far), "-o", str(tmp_path / "e"),
-                              "--keep-empty", "0"), 1, "no train tile", "--keep-empty 0")
+    # without the flag too: footprints on no raster at all (a wrong CRS, say) made a
+    # dataset of empty masks, exit 0, that only train refused
+    assert_one_line_error(run("tile", str(raster), "-f", str(far), "-o", str(tmp_path / "d"),
+                              "--keep-empty", "1"), 1, "no footprint", "no building to learn")
+    assert not (tmp_path / "d").exists()
+    # a raster without footprints beside one with them is a warning only
+    other, vector, _ = scene()
+    both = gpd.pd.concat([gpd.read_file(vector), gpd.read_file(far)])
+    both.to_file(tmp_path / "both.gpkg")
+    lonely = write_raster(tmp_path / "lonely.tif", np.zeros((3, 64, 64), np.uint8),
+                          origin=(600_000.0, 4_100_000.0))
+    result = CliRunner().invoke(main, ["tile", str(other), str(lonely), "-f",
+                                       str(tmp_path / "both.gpkg"), "-o", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.stderr
+    assert "overlaps raster" in result.stderr and "lonely" in result.stderr
 
 
 def test_invalid_polygons_are_repaired_and_counted(tmp_path):

@@ -206,6 +206,7 @@ def plan_tiling(
     shard_geoms: list[np.ndarray] = []
     used = np.zeros(len(fp.geoms), dtype=bool)
     by_crs: dict[str, np.ndarray] = {}
+    unmatched: list[str] = []  # a warning per raster without footprints
     for info, grid, labels in zip(infos, grids, splits, strict=True):
         crs_text = info.crs.to_string()
         if crs_text not in by_crs:
@@ -222,7 +223,7 @@ def plan_tiling(
             )
             if require_footprints:
                 raise InputError(message)
-            log.warning("%s; its tiles will have empty masks", message)
+            unmatched.append(message)
         report.skipped_overlap_guard += int(np.count_nonzero(labels == ""))
         for split in SPLITS:
             rows, cols = np.nonzero(labels == split)
@@ -241,6 +242,14 @@ def plan_tiling(
                 ))
                 shard_geoms.append(geoms[hits])
                 counters[split] += 1
+    if len(unmatched) == len(infos):  # footprints in a wrong CRS, or of another area
+        where = (unmatched[0] if len(infos) == 1 else
+                 f"no footprint of {fp.path} overlaps any of the {len(infos)} rasters "
+                 f"(footprints in {fp.crs.to_string()})")
+        raise InputError(f"{where}: the tiles would hold no building to learn from; check "
+                         "the footprints' CRS and area")
+    for message in unmatched:
+        log.warning("%s; its tiles will have empty masks", message)
     report.footprints_outside = int((~used).sum())
     if report.footprints_outside:
         log.info("%d footprint(s) lie outside every raster and are ignored",
