@@ -422,3 +422,37 @@ def test_a_replacement_that_fails_before_its_checkpoint_leaves_no_staged_model(t
     # the older run's files, its config and metrics included, all as they were
     kept = ("m.pt", "last.pt", "train_config.json", "metrics.csv")
     assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
+
+
+def test_the_model_file_is_never_ahead_of_its_checkpoint(tmp_path):
+    """The best model was written before the checkpoint: a checkpoint that then failed (a
+    full disk) left --out holding an epoch last.pt did not know, and a resumed run could
+    replace it with a worse one. Now the checkpoint goes first; a run whose first
+    checkpoint fails writes no model (and leaves no empty checkpoint folder), and resuming a
+    checkpoint of the best epoch writes that epoch's model file if it went missing."""
+    import torch
+    from trainer_fixtures import make_tile_dataset
+
+    from trainer.modelfile import read_model_file
+
+    tiles = make_tile_dataset(tmp_path / "t", splits={"train": 12, "val": 4}, shard_size=5,
+                              size=32)
+    tiny = ["--ngf", "4", "--ndf", "4", "--num-downs", "3", "--device", "cpu",
+            "--batch-size", "4", "--max-steps", "1"]
+    model, ckpt = tmp_path / "m.pt", tmp_path / "m.checkpoints"
+    proc = run_limited(60_000, "train", str(tiles), "-o", str(model), "--epochs", "2", *tiny)
+    assert_error(proc.stdout, proc.stderr, 1, proc.returncode, "last.pt", "came up short")
+    assert not model.exists() and not ckpt.exists()
+
+    done = CliRunner().invoke(main, ["-q", "train", str(tiles), "-o", str(model), "--epochs",
+                                     "1", *tiny])
+    assert done.exit_code == 0, done.output
+    model.unlink()  # as if the model's save had failed right after the checkpoint's
+    again = CliRunner().invoke(main, ["-q", "train", str(tiles), "-o", str(model), "--epochs",
+                                      "1", "--resume", str(ckpt / "last.pt"), *tiny])
+    assert again.exit_code == 0, again.output
+    weights = torch.load(ckpt / "last.pt", weights_only=True)["G"]
+    spec, restored = read_model_file(model)
+    assert spec.training["best_epoch"] == 1
+    assert restored.keys() == weights.keys()
+    assert all(torch.equal(v.float(), weights[k].float()) for k, v in restored.items())

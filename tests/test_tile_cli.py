@@ -480,3 +480,17 @@ def test_a_gsd_far_from_the_rasters_own_is_warned_about(tmp_path):
     near = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "near"), "--gsd", "1.3"])
     assert near.exit_code == 0, near.stderr
     assert "is that what you meant" not in near.stderr
+
+
+def test_footprints_that_are_not_polygons_are_warned_about(scene, tmp_path):
+    """Points among the polygons (10 of 60 in a fresh user's file) were dropped silently."""
+    raster, vector, _ = scene()
+    mixed = gpd.read_file(vector)
+    points = mixed.iloc[:3].copy()
+    points["geometry"] = points.geometry.centroid
+    gpd.GeoDataFrame(gpd.pd.concat([mixed, points]), crs=mixed.crs).to_file(
+        tmp_path / "mixed.gpkg")
+    result = CliRunner().invoke(main, ["tile", str(raster), "-f", str(tmp_path / "mixed.gpkg"),
+                                       "-o", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.stderr
+    assert "3 footprint feature(s) of" in result.stderr and "not polygons" in result.stderr

@@ -284,18 +284,17 @@ def test_init_starts_from_another_models_weights(tiles: Path, tmp_path: Path) ->
     assert_one_line_error(other, 2, "--init", "ngf")
 
 
-def test_tiles_without_a_building_are_refused(scene: Any, tmp_path: Path) -> None:
-    """Footprints that miss the raster (another area): tile warns, train refuses."""
-    import geopandas as gpd
-
-    raster, vector, _ = scene(width=300, height=300)
-    moved = gpd.read_file(vector)
-    moved["geometry"] = moved.geometry.translate(100_000, 0)
-    far = tmp_path / "far.gpkg"
-    moved.to_file(far)
+def test_tiles_without_a_building_are_refused(tmp_path: Path) -> None:
+    """Footprints only where the raster is nodata: tile keeps the valid tiles (none with a
+    building) and exits 0; train refuses in one line. (Footprints that touch no raster at
+    all are refused by tile already.)"""
+    data = np.full((3, 128, 128), 120, np.uint8)
+    data[:, :, :64] = 0  # the left half is nodata
+    raster = write_raster(tmp_path / "r.tif", data, nodata=0)
+    far = write_footprints(tmp_path / "f.gpkg", [pixel_box(8, 8, 24, 24)], "EPSG:32633")
     tiles = tmp_path / "tiles"
     tiled = CliRunner().invoke(main, ["tile", str(raster), "-f", str(far), "-o", str(tiles),
-                                      "--size", "32"])
+                                      "--size", "32", "--block-tiles", "1", "--keep-empty", "1"])
     assert tiled.exit_code == 0, tiled.output
     assert json.loads((tiles / "dataset.json").read_text())["buildings"] == 0
     result = run(str(tiles), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *TINY)
@@ -340,7 +339,10 @@ def test_resume_into_a_new_out_writes_the_model_it_names(tiles: Path, tmp_path: 
                   "--init", "synthetic", *opts)
     assert resumed.exit_code == 0, resumed.output
     assert new.is_file() and f"model: {new}" in resumed.stdout
-    assert load_model(new).spec.training["epochs"] == 2
+    # the checkpoint was of the best epoch so far, so the new --out starts with it and
+    # holds the best of epochs 1-2: the one the summary names
+    best = load_model(new).spec.training["best_epoch"]
+    assert f"(epoch {best})" in resumed.stdout
     assert "--init synthetic is ignored with --resume" in resumed.stderr
 
 
@@ -354,8 +356,13 @@ def test_an_interrupted_run_says_which_checkpoint_continues_it(tiles: Path, tmp_
         ["-q", "train", str(tiles), "--out", str(out), "--epochs", "10000", "--no-progress",
          *TINY], ready=last.exists)
     assert code == 130, stderr
+    epoch = torch.load(last, weights_only=True)["epoch"]
     assert stderr.strip().splitlines()[-1] == (
-        f"Interrupted: partial outputs were removed; continue with --resume {last}.")
+        f"Interrupted: partial outputs were removed; continue with --resume {last} (it goes "
+        f"on after epoch {epoch}).")
+    # metrics.csv holds the epochs of last.pt, not the ones since (checkpoints are spaced)
+    rows = (last.parent / "metrics.csv").read_text().splitlines()
+    assert len(rows) - 1 == epoch
     # the same command again, without --resume: the refusal says how to go on
     assert_one_line_error(run(str(tiles), "--out", str(out), "--epochs", "1", *TINY), 1,
                           f"continue its run with --resume {last} or pass --overwrite")
@@ -471,6 +478,26 @@ def test_resuming_a_replacement_into_a_new_out_names_its_best(tiles: Path, tmp_p
     resumed = run(str(tiles), "--out", str(new), "--epochs", str(done + 1), "--resume",
                   str(last), *TINY)
     assert resumed.exit_code == 0, resumed.output
-    # the earlier best is named where it is: staged beside the checkpoint, not in m.pt
-    assert "the best before them, epoch" in resumed.stderr and f"is in {staged})" in resumed.stderr
+    # the checkpoint is of the run's best epoch (its first): the new --out starts from it,
+    # and the summary names the epoch the file holds; the staged model stays where it is
+    best = load_model(new).spec.training["best_epoch"]
+    assert f"(epoch {best})" in resumed.stdout and f"model: {new}" in resumed.stdout
     assert new.is_file() and staged.is_file()
+
+
+def test_resuming_past_the_best_epoch_into_a_new_out_says_where_the_best_is(
+        tiles: Path, tmp_path: Path) -> None:
+    """A checkpoint later than the run's best epoch holds other weights than the best:
+    resumed into a new --out, the log says where the earlier best is (the first run's
+    model file), and the new file holds the best of the resumed epochs."""
+    first, last = tmp_path / "m.pt", tmp_path / "m.checkpoints" / "last.pt"
+    done = run(str(tiles), "--out", str(first), "--epochs", "3", *TINY)
+    assert done.exit_code == 0, done.output
+    state = torch.load(last, weights_only=True)  # as if epoch 1 had been the best
+    torch.save({**state, "best_epoch": 1, "best_iou": 1.0}, last)
+    new = tmp_path / "n.pt"
+    resumed = run(str(tiles), "--out", str(new), "--epochs", "4", "--resume",
+                  str(tmp_path / "m.checkpoints" / "last.pt"), *TINY)
+    assert resumed.exit_code == 0, resumed.output
+    assert "the best before them, epoch 1, is in the first run's model file" in resumed.stderr
+    assert load_model(new).spec.training["best_epoch"] == 4

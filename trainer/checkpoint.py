@@ -321,17 +321,25 @@ def model_target(out_path: Path, ckpt_dir: Path, resume: Path | None) -> Path:
     return out_path
 
 
-def after_failure(ckpt_dir: Path, started: float) -> str:
+def after_failure(ckpt_dir: Path, started: float) -> str | None:
     """Clean up after a run that stopped early (interrupted or failed) at ``started``
-    (``time.time()``), and say how to go on. A staged model is kept only beside a
-    checkpoint of the same run: one without it (the run stopped before its first
-    checkpoint, say on a full disk) would be moved onto ``--out`` by a resumed older run."""
+    (``time.time()``), and say how to go on: ``--resume`` with the epoch it goes on
+    from when this run wrote a checkpoint, None when none. A staged model is kept only
+    beside a checkpoint of the same run: one without it (the run stopped before its first
+    checkpoint, say on a full disk) would be moved onto ``--out`` by a resumed older run.
+    A checkpoint folder this run created and left empty is removed."""
     last, staged = ckpt_dir / CHECKPOINT_NAME, ckpt_dir / STAGED_NAME
     ours = last.exists() and last.stat().st_mtime >= started  # not an older run's
     if not ours and staged.exists() and staged.stat().st_mtime >= started:
         staged.unlink(missing_ok=True)  # every DDP rank may get here
-    return (f"continue with --resume {last}" if ours
-            else "no epoch had finished: rerun the same command")
+    with contextlib.suppress(OSError):  # not empty, already gone, or another rank's
+        ckpt_dir.rmdir()
+    if not ours:
+        return None
+    with contextlib.suppress(OSError, ValueError):  # the rows last.pt holds
+        epochs = len((ckpt_dir / METRICS_NAME).read_text().splitlines()) - 1
+        return f"continue with --resume {last} (it goes on after epoch {epochs})"
+    return f"continue with --resume {last}"
 
 
 def carry_best(progress: Progress, out_path: Path, target: Path, resume: Path) -> None:
@@ -377,6 +385,13 @@ def write_run_config(ckpt_dir: Path, resolved: dict[str, Any]) -> None:
     until this run's first epoch replaces them (``--overwrite``), so a replacement that
     fails before it leaves that run resumable and described by its own config."""
     write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
+
+
+def row_scores(row: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """The val scores and train losses of one ``metrics.csv`` row (``val_iou`` -> ``iou``)."""
+    val = {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
+    loss = {k: v for k, v in row.items() if k.startswith("loss")}  # loss, loss_g, loss_d...
+    return val, loss
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from geotiler import __version__
-from geotiler.errors import ConfigError, DatasetError
+from geotiler.errors import ConfigError, DatasetError, GeotilerError
 from geotiler.io import given_twice
 from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
@@ -112,7 +112,10 @@ def train(
         after = checkpoint.after_failure(Path(checkpoint_dir) if checkpoint_dir else
                                          checkpoint.default_checkpoint_dir(out_path), started)
         if isinstance(err, KeyboardInterrupt):
-            err.after = after  # type: ignore[attr-defined]
+            advice = after or "no epoch had finished: rerun the same command"
+            err.after = advice  # type: ignore[attr-defined]
+        elif isinstance(err, GeotilerError) and after:  # a full disk, say: once mended
+            err.args = (f"{err.args[0]}; then {after}", *err.args[1:])
         if isinstance(err, torch.cuda.OutOfMemoryError):
             raise ConfigError(
                 f"CUDA ran out of memory at --batch-size {config.effective_batch_size}: "
@@ -208,8 +211,19 @@ def _train(
     gan_loss = GANLoss().to(ctx.device)
     parameters = count_parameters(models.g) + (count_parameters(models.d) if models.d else 0)
     state = checkpoint.Progress()
+
+    def spec(val: dict[str, float], loss: dict[str, float]) -> ModelSpec:
+        training = _training_summary(state, val, loss, config, ctx, tiles_dirs,
+                                     time.perf_counter() - start_time)
+        return ModelSpec(dataset=info, model=model_config, training=training,
+                         geotiler_version=__version__)
+
     if resume is not None:
         state = checkpoint.resume(resume, models, info, config, ctx)
+        if ctx.is_main and state.history and state.best_epoch == state.epoch:
+            # the checkpoint is of the best epoch, whose model file a failure or interrupt
+            # between the two saves may have missed: write it again from these weights
+            save_model(target, models.g, spec(*checkpoint.row_scores(state.history[-1])))
         checkpoint.carry_best(state, out_path, target, resume)
     start_epoch = state.epoch
 
@@ -272,12 +286,6 @@ def _train(
         state.history.append(row)
 
         if ctx.is_main:
-            if improved or not val_scores:
-                training = _training_summary(state, val_scores, last_loss, config, ctx,
-                                             tiles_dirs, time.perf_counter() - start_time)
-                spec = ModelSpec(dataset=info, model=model_config, training=training,
-                                 geotiler_version=__version__)
-                save_model(target, models.g, spec)
             _log_epoch(row, writer, val_scores, last_loss, config, improved)
         if config.max_minutes is not None:
             planned = planned_epochs(config, state.epoch, epoch + 1 - start_epoch,
@@ -293,18 +301,21 @@ def _train(
                          config.epochs)
             state.planned = fitted
         stop = _stop_message(config, state, start_time, ctx)
-        if checkpoint.checkpoint_due(last_save, improved,
+        new_model = improved or not val_scores
+        if checkpoint.checkpoint_due(last_save, new_model,
                                      stop is not None or state.epoch >= config.epochs, ctx):
             checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
-            if ctx.is_main and last_save is None:  # a failed first save leaves an older run's
-                checkpoint.write_run_config(ckpt_dir, {
-                    "config": config.to_dict(), "model": model_config.to_dict(),
-                    "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
-                    "device": str(ctx.device),
-                })
+            if ctx.is_main:  # after it: a failed first save leaves an older run's files
+                if last_save is None:
+                    checkpoint.write_run_config(ckpt_dir, {
+                        "config": config.to_dict(), "model": model_config.to_dict(),
+                        "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
+                        "device": str(ctx.device)})
+                checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME,
+                                             state.history)  # the epochs last.pt holds
             last_save = time.perf_counter()
-        if ctx.is_main:
-            checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME, state.history)
+        if ctx.is_main and new_model:  # after its checkpoint, never ahead of it
+            save_model(target, models.g, spec(val_scores, last_loss))
         barrier(ctx)
         if stop is not None:
             if ctx.is_main and stop:

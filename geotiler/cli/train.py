@@ -131,7 +131,8 @@ def train(tiles_dirs: tuple[str, ...], out_path: str, resume: str | None,
 
     Validates on the 'val' split after every epoch (pixel IoU, F1, boundary F-score) and
     keeps the best model in --out, a single file with everything `geotiler predict` needs.
-    A checkpoint is written every epoch; --resume continues exactly where it stopped.
+    A checkpoint (last.pt) is written after the first and last epochs, each new best, and
+    otherwise at most once a minute; --resume continues exactly from it.
     Launch with torchrun for several processes or GPUs (only rank 0 writes files).
 
     \b

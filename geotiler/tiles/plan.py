@@ -194,7 +194,8 @@ def plan_tiling(
     if fp.repaired:
         log.info("repaired %d invalid footprint polygon(s) with make_valid", fp.repaired)
     if fp.dropped:
-        log.info("dropped %d empty or non-polygon footprint feature(s)", fp.dropped)
+        log.warning("%d footprint feature(s) of %s are empty or not polygons (points, "
+                    "lines) and are ignored", fp.dropped, fp.path)
 
     splits = assign_splits([(i.name, g) for i, g in zip(infos, grids, strict=True)], config)
     splits = guard_raster_overlaps([(g, i.crs) for i, g in zip(infos, grids, strict=True)],
