@@ -79,7 +79,7 @@ def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
 def test_time_budget_fits_the_schedule_to_the_epochs_that_fit() -> None:
     """With --max-minutes the run plans the epochs the budget holds and the learning rate
     reaches ~0 at the last of them, instead of being cut off at full rate."""
-    from trainer.loop import planned_epochs
+    from trainer.budget import planned_epochs
     from trainer.steps import lr_at
 
     config = TrainConfig(epochs=100, lr=1.0, max_minutes=1.0)

@@ -6,8 +6,10 @@ plus :mod:`geotiler`):
 - :mod:`trainer.loop`: :func:`~trainer.loop.train`, the epoch loop (the one entry point).
 - :mod:`trainer.checks`: what ``train`` checks of its tile datasets first (shards present,
   buildings present) and whether wall weights apply to them.
-- :mod:`trainer.checkpoint`: RNG states, ``last.pt`` save/resume, ``metrics.csv`` and
-  ``train_config.json`` in the checkpoint directory.
+- :mod:`trainer.budget`: the ``--max-minutes`` plan (epochs that fit) and when a run stops.
+- :mod:`trainer.checkpoint`: RNG states, ``last.pt`` save/resume, when a checkpoint is due.
+- :mod:`trainer.rundir`: the run's folder: where it is, output checks, the staged best
+  model, ``train_config.json``, ``metrics.csv``, the advice after a run stopped early.
 - :mod:`trainer.validate`: the validation pass (scores summed over ranks).
 - :mod:`trainer.steps`: networks + Adam optimizers (:class:`~trainer.steps.Models`), the
   per-epoch learning rate, the U-Net step, the pix2pix alternating D/G step, one epoch.

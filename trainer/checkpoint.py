@@ -1,17 +1,13 @@
-"""What a training run leaves beside its model file, and how a run resumes from it.
+"""The checkpoint a training run writes, and how a run resumes from it.
 
-The checkpoint directory (``model.checkpoints/`` beside ``model.pt`` by default) holds:
-
-- ``last.pt``: the checkpoint of a finished epoch (:func:`checkpoint_due`: a run's first and
-  last epochs, every epoch that improved the best val IoU, otherwise at most once a minute):
-  weights and optimizer states of
-  the networks, every rank's RNG states, the epoch, the best val IoU so far, the metrics
-  history, and the config, network and dataset it was trained with. Read with
-  ``torch.load(weights_only=True)``; :func:`resume` continues from it exactly (CPU runs
-  repeat bit for bit). Version 1 checkpoints (which also held LR-scheduler states, now
-  derived from the epoch) resume too.
-- ``metrics.csv``: one row per epoch (losses, val scores, LR, throughput).
-- ``train_config.json``: the resolved config of the run.
+``last.pt`` in the run's folder (:mod:`trainer.rundir`; ``model.checkpoints/`` beside
+``model.pt`` by default) is the checkpoint of a finished epoch (:func:`checkpoint_due`: a
+run's first and last epochs, every epoch that improved the best val IoU, otherwise at most
+once a minute): weights and optimizer states of the networks, every rank's RNG states, the
+epoch, the best val IoU so far, the metrics history, and the config, network and dataset
+it was trained with. Read with ``torch.load(weights_only=True)``; :func:`resume` continues
+from it exactly (CPU runs repeat bit for bit). Version 1 checkpoints (which also held
+LR-scheduler states, now derived from the epoch) resume too.
 
 Only rank 0 writes; every rank restores its own RNG states.
 """
@@ -19,15 +15,10 @@ Only rank 0 writes; every rank restores its own RNG states.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
-import os
 import random
-import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,28 +26,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from geotiler import __version__
-from geotiler.atomic import atomic_path, write_json_atomic, write_text_atomic
-from geotiler.errors import ConfigError, ModelFileError, OutputError
-from geotiler.io import replaced_input
+from geotiler.errors import ConfigError, ModelFileError
 from geotiler.tiles.schema import DatasetInfo
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, all_gather, main_decides
 from trainer.modelfile import CHECKPOINT_FORMAT, MODEL_FORMAT, save_atomic, torch_load_reason
+from trainer.rundir import CHECKPOINT_NAME, default_checkpoint_dir
 from trainer.steps import Models
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 2
-CHECKPOINT_NAME = "last.pt"
-METRICS_NAME = "metrics.csv"
-CONFIG_NAME = "train_config.json"
 #: ``last.pt`` is written at most this often between the epochs that must have one
 #: (:func:`checkpoint_due`): a 50 MB save of the small preset takes 0.06-0.09 s on 2 cores,
 #: 10-15 % of the default recipe's 0.5 s epochs when written after every one.
 CHECKPOINT_EVERY_S = 60.0
-#: The best epoch's model file while a run replaces an existing ``--out`` (:func:`model_target`).
-STAGED_NAME = "best.pt"
 
 
 @dataclass
@@ -264,144 +248,8 @@ def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
     return progress
 
 
-# --- the checkpoint directory ---------------------------------------------------------------
-
-
-def default_checkpoint_dir(out_path: Path | str) -> Path:
-    """Checkpoints beside the model file: ``model.pt`` -> ``model.checkpoints/``."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".checkpoints")
-
-
-def check_outputs(out_path: Path, ckpt_dir: Path, resume: Path | None, overwrite: bool,
-                  tiles_dirs: Sequence[Path] = ()) -> None:
-    """OutputError if the run would clobber a model file or an earlier run's checkpoint,
-    would write into one of its tile datasets (even with ``overwrite``), or if the model
-    file's or the checkpoints' folder cannot be made (under a file, or in a folder that is
-    not writable)."""
-    if clash := replaced_input([out_path], [resume, ckpt_dir]):
-        raise OutputError(f"--out {out_path} is {clash[1]} or inside it, where the run's "
-                          "checkpoints go: give a model file elsewhere")
-    if clash := replaced_input([out_path, ckpt_dir], tiles_dirs):
-        raise OutputError(f"{clash[0]} is inside the tile dataset {clash[1]} (its files "
-                          "would be overwritten; `tile --overwrite` replaces the folder): "
-                          "write the model elsewhere")
-    if out_path.is_dir():
-        raise OutputError(f"--out {out_path} is a directory; give a file name like model.pt")
-    last = ckpt_dir / CHECKPOINT_NAME
-    if out_path.exists() and not (overwrite or resume):
-        go_on = f"continue its run with --resume {last} or " if last.exists() else ""
-        raise OutputError(f"--out {out_path} exists; {go_on}pass --overwrite to replace it")
-    for folder in (out_path.parent, ckpt_dir):  # refused before any training, not after
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        if not existing.is_dir():
-            raise OutputError(f"cannot write {folder}: {existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write {folder}: {existing} is not writable")
-    if last.exists() and not (overwrite or resume):
-        raise OutputError(
-            f"{ckpt_dir} holds the checkpoint of an earlier run; pass --resume {last} to "
-            "continue it or --overwrite to start over"
-        )
-
-
-def model_target(out_path: Path, ckpt_dir: Path, resume: Path | None) -> Path:
-    """Where a run saves its best epoch: ``--out`` itself, or ``ckpt_dir/best.pt`` while
-    ``--out`` holds a model from before this run started (``--overwrite``, or ``--resume``
-    into an existing file) or a resumed run had staged one there. :func:`publish_staged`
-    moves it onto ``--out`` when the run ends, so an interrupted or failed replacement run
-    leaves the old model whole (and ``--resume`` finds the staged one). A new run that
-    writes ``--out`` directly removes an older run's staged model, which a resumed run of
-    this one would otherwise move onto ``--out``."""
-    staged = ckpt_dir / STAGED_NAME
-    if out_path.exists() or (resume is not None and staged.exists()):
-        return staged
-    if resume is None:
-        staged.unlink(missing_ok=True)
-    return out_path
-
-
-def after_failure(ckpt_dir: Path, started: float) -> str | None:
-    """Clean up after a run that stopped early (interrupted or failed) at ``started``
-    (``time.time()``), and say how to go on: ``--resume`` with the epoch it goes on
-    from when this run wrote a checkpoint, None when none. A staged model is kept only
-    beside a checkpoint of the same run: one without it (the run stopped before its first
-    checkpoint, say on a full disk) would be moved onto ``--out`` by a resumed older run.
-    A checkpoint folder this run created and left empty is removed."""
-    last, staged = ckpt_dir / CHECKPOINT_NAME, ckpt_dir / STAGED_NAME
-    ours = last.exists() and last.stat().st_mtime >= started  # not an older run's
-    if not ours and staged.exists() and staged.stat().st_mtime >= started:
-        staged.unlink(missing_ok=True)  # every DDP rank may get here
-    with contextlib.suppress(OSError):  # not empty, already gone, or another rank's
-        ckpt_dir.rmdir()
-    if not ours:
-        return None
-    with contextlib.suppress(OSError, ValueError):  # the rows last.pt holds
-        epochs = len((ckpt_dir / METRICS_NAME).read_text().splitlines()) - 1
-        return f"continue with --resume {last} (it goes on after epoch {epochs})"
-    return f"continue with --resume {last}"
-
-
-def carry_best(progress: Progress, out_path: Path, target: Path, resume: Path) -> None:
-    """Resuming into an ``--out`` that does not exist: the checkpoint holds the last
-    weights, not the best. With a staged model in this run's checkpoint folder (the run's
-    best so far) the new ``--out`` gets it or a better epoch; otherwise it gets the best of
-    the resumed epochs, so the summary never names a file not written, and the log says
-    where the earlier best is (the first run's model file, or the model staged beside the
-    resumed checkpoint)."""
-    if progress.best_iou is None or out_path.exists():
-        return
-    if target != out_path:
-        log.info("--out %s is new: it gets the run's best model (epoch %s, waiting in %s) or "
-                 "a better resumed epoch", out_path, progress.best_epoch, target)
-        return
-    staged = (resume if resume.is_dir() else resume.parent) / STAGED_NAME
-    log.info("--out %s is new: it gets the best of the resumed epochs (the best before "
-             "them, epoch %s, is in %s)", out_path, progress.best_epoch,
-             staged if staged.exists() else "the first run's model file")
-    progress.best_iou = progress.best_epoch = None
-
-
 def resumed_network(config: TrainConfig, resume: Path) -> TrainConfig:
     """``config`` with the generator and discriminator sizes it leaves to the preset
     (``None``) taken from the ``--resume`` checkpoint, so that the command the interrupt
     advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s included."""
     return config.with_sizes(json.loads(load_checkpoint(resume).get("config", "{}")))
-
-
-def publish_staged(staged: Path, out_path: Path) -> None:
-    """Copy the staged best model onto ``out_path`` (temp name, then rename: the folders
-    may be on different file systems) and remove it; nothing when it was not written."""
-    if not staged.exists():
-        return
-    with atomic_path(out_path) as tmp:
-        shutil.copyfile(staged, tmp)
-    staged.unlink()
-
-
-def write_run_config(ckpt_dir: Path, resolved: dict[str, Any]) -> None:
-    """Write ``train_config.json`` (``resolved``) beside this run's first checkpoint, not
-    at its start: an older run's checkpoint, metrics, staged model and config all stay
-    until this run's first epoch replaces them (``--overwrite``), so a replacement that
-    fails before it leaves that run resumable and described by its own config."""
-    write_json_atomic(ckpt_dir / CONFIG_NAME, {**resolved, "geotiler_version": __version__})
-
-
-def row_scores(row: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
-    """The val scores and train losses of one ``metrics.csv`` row (``val_iou`` -> ``iou``)."""
-    val = {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
-    loss = {k: v for k, v in row.items() if k.startswith("loss")}  # loss, loss_g, loss_d...
-    return val, loss
-
-
-def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    """``history`` (one dict per epoch) as CSV, columns in order of first appearance."""
-    fields: list[str] = []
-    for row in history:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text_atomic(path, buf.getvalue())

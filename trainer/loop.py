@@ -29,14 +29,12 @@ from geotiler.io import given_twice
 from geotiler.progress import ProgressMeter, progress_mode
 from geotiler.tiles.schema import DatasetInfo, load_dataset_info, pool_datasets
 from geotiler.tiles.shards import list_shards
-from trainer import checkpoint, checks
+from trainer import budget, checkpoint, checks, rundir
 from trainer.config import TrainConfig
 from trainer.data import ShardDataset, make_loader
 from trainer.distributed import (
     Dist,
     barrier,
-    main_decides,
-    main_value,
     setup_distributed,
     teardown_distributed,
 )
@@ -109,8 +107,10 @@ def train(
         barrier(ctx)
         return summary
     except BaseException as err:  # say how to go on (Ctrl-C, SIGTERM) and tidy up
-        after = checkpoint.after_failure(Path(checkpoint_dir) if checkpoint_dir else
-                                         checkpoint.default_checkpoint_dir(out_path), started)
+        after = rundir.after_failure(
+            Path(checkpoint_dir) if checkpoint_dir else
+            rundir.default_checkpoint_dir(out_path), started,
+            remove_empty=checkpoint_dir is None)
         if isinstance(err, KeyboardInterrupt):
             advice = after or "no epoch had finished: rerun the same command"
             err.after = advice  # type: ignore[attr-defined]
@@ -193,9 +193,9 @@ def _train(
     config = checks.with_wall_weight(config, info)
     model_config = config.model_config(info.num_bands, len(info.mask_channels))
     model_config.check_tile_size(info.tile_size)
-    ckpt_dir = checkpoint_dir or checkpoint.default_checkpoint_dir(out_path)
-    checkpoint.check_outputs(out_path, ckpt_dir, resume, overwrite, tiles_dirs)
-    target = checkpoint.model_target(out_path, ckpt_dir, resume)
+    ckpt_dir = checkpoint_dir or rundir.default_checkpoint_dir(out_path)
+    rundir.check_outputs(out_path, ckpt_dir, resume, overwrite, tiles_dirs)
+    target = rundir.model_target(out_path, ckpt_dir, resume)
     data = _load_data(tiles_dirs, info, config, ctx)
 
     checkpoint.seed_everything(config.seed)
@@ -223,8 +223,8 @@ def _train(
         if ctx.is_main and state.history and state.best_epoch == state.epoch:
             # the checkpoint is of the best epoch, whose model file a failure or interrupt
             # between the two saves may have missed: write it again from these weights
-            save_model(target, models.g, spec(*checkpoint.row_scores(state.history[-1])))
-        checkpoint.carry_best(state, out_path, target, resume)
+            save_model(target, models.g, spec(*rundir.row_scores(state.history[-1])))
+        rundir.carry_best(state, out_path, target, resume)
     start_epoch = state.epoch
 
     writer = None
@@ -287,31 +287,19 @@ def _train(
 
         if ctx.is_main:
             _log_epoch(row, writer, val_scores, last_loss, config, improved)
-        if config.max_minutes is not None:
-            planned = planned_epochs(config, state.epoch, epoch + 1 - start_epoch,
-                                     time.perf_counter() - loop_start,
-                                     time.perf_counter() - start_time)
-            planned = main_value(planned, ctx)
-            # Only a budget that binds changes the schedule: when every epoch fits, the
-            # run follows --epochs, and a resumed run with more --epochs repeats exactly.
-            fitted = planned if planned < config.epochs else None
-            if ctx.is_main and fitted is not None and state.planned is None:
-                log.info("--max-minutes %.1f fits about %d epochs (of --epochs %d): the "
-                         "learning rate decays over them", config.max_minutes, fitted,
-                         config.epochs)
-            state.planned = fitted
-        stop = _stop_message(config, state, start_time, ctx)
+        budget.replan(config, state, epoch + 1 - start_epoch, loop_start, start_time, ctx)
+        stop = budget.stop_message(config, state, start_time, ctx)
         new_model = improved or not val_scores
         if checkpoint.checkpoint_due(last_save, new_model,
                                      stop is not None or state.epoch >= config.epochs, ctx):
             checkpoint.save_checkpoint(ckpt_dir, models, state, config, info, ctx)
             if ctx.is_main:  # after it: a failed first save leaves an older run's files
                 if last_save is None:
-                    checkpoint.write_run_config(ckpt_dir, {
+                    rundir.write_run_config(ckpt_dir, {
                         "config": config.to_dict(), "model": model_config.to_dict(),
                         "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
                         "device": str(ctx.device)})
-                checkpoint.write_metrics_csv(ckpt_dir / checkpoint.METRICS_NAME,
+                rundir.write_metrics_csv(ckpt_dir / rundir.METRICS_NAME,
                                              state.history)  # the epochs last.pt holds
             last_save = time.perf_counter()
         if ctx.is_main and new_model:  # after its checkpoint, never ahead of it
@@ -325,13 +313,13 @@ def _train(
     if writer is not None:
         writer.close()
     if ctx.is_main and target != out_path:
-        checkpoint.publish_staged(target, out_path)
+        rundir.publish_staged(target, out_path)
     if skipped and ctx.is_main:
         log.warning("%d corrupt tile(s) were skipped in each epoch (see the warnings above)",
                     skipped)
     return TrainSummary(
         out_path=out_path, checkpoint_dir=ckpt_dir,
-        metrics_path=ckpt_dir / checkpoint.METRICS_NAME,
+        metrics_path=ckpt_dir / rundir.METRICS_NAME,
         epochs=state.epoch, epochs_run=max(0, state.epoch - start_epoch),
         best_epoch=state.best_epoch, best_val_iou=state.best_iou, val=last_val,
         train_loss=last_loss, images=run_images, seconds=time.perf_counter() - start_time,
@@ -356,39 +344,6 @@ def _training_summary(state: checkpoint.Progress, val: dict[str, float], loss: d
         "tiles": [str(d) for d in tiles_dirs],
         "seconds": round(seconds, 1),
     }
-
-
-def planned_epochs(config: TrainConfig, done: int, run_epochs: int, run_seconds: float,
-                   elapsed: float) -> int:
-    """How many epochs in all fit ``--max-minutes``: ``done`` epochs so far plus as many
-    more as the remaining budget holds at the mean pace of this run's ``run_epochs`` epochs
-    (``run_seconds`` for them; ``elapsed`` seconds since the run started, set-up included),
-    capped by ``--epochs``. The learning-rate schedule (:func:`trainer.steps.lr_at`) decays
-    over this plan, so a time-boxed run ends at a low learning rate instead of being cut off
-    mid-schedule (on the Massachusetts tiles that cut-off left the best val IoU at an early
-    epoch, README "Results on real imagery").
-    """
-    if config.max_minutes is None:
-        return config.epochs
-    pace = run_seconds / max(1, run_epochs)
-    remaining = 60.0 * config.max_minutes - elapsed
-    more = int(remaining // pace) if pace > 0 else config.epochs
-    return max(done, min(config.epochs, done + more))
-
-
-def _stop_message(config: TrainConfig, state: checkpoint.Progress, start_time: float,
-                  ctx: Dist) -> str | None:
-    """None while the run goes on; else why it stops early ("" when --epochs are done or
-    the budget's planned epochs end with them). Every rank takes rank 0's answer."""
-    if state.planned is not None and state.epoch >= state.planned:
-        return ("" if state.epoch >= config.epochs else
-                f"--max-minutes {config.max_minutes:.1f}: stopping after epoch "
-                f"{state.epoch}, the last that fits")
-    if config.max_minutes is None or state.epoch >= config.epochs:
-        return "" if state.epoch >= config.epochs else None
-    spent = main_decides(time.perf_counter() - start_time >= 60 * config.max_minutes, ctx)
-    return (f"--max-minutes {config.max_minutes:.1f} spent after epoch {state.epoch} of "
-            f"{config.epochs}: stopping") if spent else None
 
 
 def _log_epoch(row: dict[str, Any], writer: Any, val: dict[str, float],

@@ -75,7 +75,7 @@ def lr_at(epoch: int, config: TrainConfig, epochs: int | None = None) -> float:
     Constant for the first ``epochs - epochs // 2`` epochs, then linear towards 0 over the
     other ``epochs // 2``; constant throughout without ``lr_decay``. ``epochs`` is the
     run's planned length (``None``: ``config.epochs``; with ``--max-minutes``, the epochs
-    that fit the budget, see :func:`trainer.loop.planned_epochs`).
+    that fit the budget, see :func:`trainer.budget.planned_epochs`).
     """
     if not config.lr_decay:
         return config.effective_lr
