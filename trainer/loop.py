@@ -300,7 +300,7 @@ def _train(
                         "tiles": [str(d) for d in tiles_dirs], "world_size": ctx.world_size,
                         "device": str(ctx.device)})
                 rundir.write_metrics_csv(ckpt_dir / rundir.METRICS_NAME,
-                                             state.history)  # the epochs last.pt holds
+                                         state.history)  # the epochs last.pt holds
             last_save = time.perf_counter()
         if ctx.is_main and new_model:  # after its checkpoint, never ahead of it
             save_model(target, models.g, spec(val_scores, last_loss))
