@@ -36,14 +36,20 @@ from geotiler.io import (
     source_size,
 )
 from geotiler.tiles.config import SPLITS, TileConfig, TileReport
-from geotiler.tiles.grid import TileGrid, assign_splits, guard_raster_overlaps, make_grid
+from geotiler.tiles.grid import (
+    TileGrid,
+    assign_splits,
+    check_tile_gsds,
+    guard_raster_overlaps,
+    make_grid,
+    tile_gsd,
+)
 from geotiler.tiles.index import write_index
 from geotiler.tiles.outdir import discard_dataset, prepare_output, record_digests, source_digests
 from geotiler.tiles.schema import (
     DATASET_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
-    POOL_GSD_TOLERANCE,
     DatasetInfo,
 )
 from geotiler.tiles.shards import SHARD_DIR
@@ -71,7 +77,7 @@ class TilingPlan:
     def gsd(self) -> float:
         """Target ground sample distance in metres (of the first raster: all agree within
         2 %, checked by :func:`plan_tiling`)."""
-        return _tile_gsd(self.rasters[0], self.grids[0])
+        return tile_gsd(self.rasters[0], self.grids[0])
 
     def write_to(self, out_dir: Path) -> None:
         """Write the shards under ``out_dir`` instead (a replacement being staged,
@@ -105,41 +111,6 @@ def _stat(path: Path | str) -> dict[str, Any]:
     if isinstance(path, str):
         return describe_remote(path).to_dict()
     return {"path": str(path.resolve()), "size": source_size(path)}
-
-
-FAR_RESAMPLING = 10.0  # tile GSD this many times a raster's own, either way, warns: a
-# unit slip (cm for m) is ~100x, while real uses stay under 8x (0.13 m drone imagery at 1 m)
-
-
-def _tile_gsd(info: RasterInfo, grid: TileGrid) -> float:
-    """Ground sample distance in metres of ``info``'s tiles on ``grid``."""
-    return info.mean_gsd * grid.pixel[0] / abs(info.transform.a)
-
-
-def _check_one_gsd(infos: list[RasterInfo], grids: list[TileGrid]) -> None:
-    """ConfigError unless every raster's tiles have one GSD (within 2 %, as ``train``
-    pools datasets): rasters of different native GSDs need ``--gsd``, else the dataset
-    would record the first one's GSD for tiles at another."""
-    gsds = [_tile_gsd(i, g) for i, g in zip(infos, grids, strict=True)]
-    if max(gsds) - min(gsds) > POOL_GSD_TOLERANCE * min(gsds):
-        listed = ", ".join(f"{i.name} {g:.3g} m" for i, g in zip(infos, gsds, strict=True))
-        raise ConfigError(f"the rasters' tiles would have different GSDs ({listed}): give "
-                          f"one with --gsd (e.g. --gsd {max(gsds):.2g})")
-
-
-def _warn_far_resampling(infos: list[RasterInfo], grids: list[TileGrid]) -> None:
-    """Warn when tiles are resampled more than :data:`FAR_RESAMPLING` times away from a
-    raster's own GSD: usually ``--gsd`` or ``--scale`` typed in another unit (``--gsd 50``
-    meaning 50 cm). Coarser loses the buildings (a 10 m house at 10 m is one pixel); finer
-    adds no detail and multiplies the tiles by the factor squared."""
-    for info, grid in zip(infos, grids, strict=True):
-        tile, native = _tile_gsd(info, grid), info.mean_gsd
-        factor = tile / native
-        if factor > FAR_RESAMPLING or factor < 1 / FAR_RESAMPLING:
-            way = "coarser" if factor > 1 else "finer"
-            log.warning("%s: tiles at %.3g m from a %.3g m raster (%.3g x %s); --gsd is in "
-                        "metres per pixel and --scale a factor: is that what you meant?",
-                        info.name, tile, native, max(factor, 1 / factor), way)
 
 
 def _unique_names(rasters: list[RasterInfo]) -> list[RasterInfo]:
@@ -187,8 +158,7 @@ def plan_tiling(
                 f"{info.path} has {len(info.bands)} x {info.dtype}"
             )
     grids = [make_grid(info, config) for info in infos]
-    _check_one_gsd(infos, grids)
-    _warn_far_resampling(infos, grids)
+    check_tile_gsds(infos, grids)
     fp = load_footprints(footprints, layer=footprints_layer, where=footprints_where)
     report = TileReport(invalid_repaired=fp.repaired)
     if fp.repaired:
