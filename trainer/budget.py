@@ -36,7 +36,7 @@ def planned_epochs(config: TrainConfig, done: int, run_epochs: int, run_seconds:
 
 
 def stop_message(config: TrainConfig, state: Progress, start_time: float,
-                  ctx: Dist) -> str | None:
+                 ctx: Dist) -> str | None:
     """None while the run goes on; else why it stops early ("" when --epochs are done or
     the budget's planned epochs end with them). Every rank takes rank 0's answer."""
     if state.planned is not None and state.epoch >= state.planned:
