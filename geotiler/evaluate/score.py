@@ -86,7 +86,7 @@ def evaluate(pred: Path | str, truth: Path | str, raster: Path | str | None = No
         pred_geoms = predicted.to_crs(crs)
 
     footprints = load_footprints(truth_path, layer=truth_layer, where=truth_where,
-                                 what="truth", layer_option="--truth-layer")
+                                 what="truth footprints", layer_option="--truth-layer")
     truth_geoms = polygons_only(footprints.to_crs(crs))
     if footprints.repaired:
         notes.append(f"{footprints.repaired} invalid truth polygon(s) repaired")
