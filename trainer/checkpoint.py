@@ -213,15 +213,15 @@ def _check_resume(state: dict[str, Any], info: DatasetInfo, models: Models, path
                     "repeats an uninterrupted one", ", ".join(changed))
 
 
-def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
-           ctx: Dist) -> Progress:
-    """Load the checkpoint at ``path`` into ``models`` and this rank's RNGs; its progress.
+def resume(state: dict[str, Any], path: Path, models: Models, info: DatasetInfo,
+           config: TrainConfig, ctx: Dist) -> Progress:
+    """Load ``state``, the checkpoint read from ``path`` (:func:`load_checkpoint`), into
+    ``models`` and this rank's RNGs; its progress.
 
-    Raises ConfigError if it cannot be read or was trained on other tiles or another
-    network. With a different number of processes the random streams are re-seeded
-    (the run goes on, but no longer repeats an uninterrupted one exactly).
+    Raises ConfigError if it was trained on other tiles or another network. With a
+    different number of processes the random streams are re-seeded (the run goes on, but
+    no longer repeats an uninterrupted one exactly).
     """
-    state = load_checkpoint(path)
     _check_resume(state, info, models, path, config)
     models.g.load_state_dict(state["G"])
     models.opt_g.load_state_dict(state["opt_G"])
@@ -248,8 +248,9 @@ def resume(path: Path, models: Models, info: DatasetInfo, config: TrainConfig,
     return progress
 
 
-def resumed_network(config: TrainConfig, resume: Path) -> TrainConfig:
+def resumed_network(config: TrainConfig, state: dict[str, Any]) -> TrainConfig:
     """``config`` with the generator and discriminator sizes it leaves to the preset
-    (``None``) taken from the ``--resume`` checkpoint, so that the command the interrupt
-    advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s included."""
-    return config.with_sizes(json.loads(load_checkpoint(resume).get("config", "{}")))
+    (``None``) taken from the ``--resume`` checkpoint ``state``, so that the command the
+    interrupt advice prints (``--resume`` alone) rebuilds the run's network, ``--init``'s
+    included."""
+    return config.with_sizes(json.loads(state.get("config", "{}")))

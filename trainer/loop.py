@@ -175,7 +175,8 @@ def _train(
     progress: bool,
 ) -> TrainSummary:
     start_time = time.perf_counter()
-    config = (checkpoint.resumed_network(config, resume) if resume is not None
+    saved = checkpoint.load_checkpoint(resume) if resume is not None else None  # read once
+    config = (checkpoint.resumed_network(config, saved) if saved is not None
               else with_init_network(config)).resolved()  # --init's file unread on resume
     infos = [load_dataset_info(d) for d in tiles_dirs]
     for d, one in zip(tiles_dirs, infos, strict=True):
@@ -218,8 +219,9 @@ def _train(
         return ModelSpec(dataset=info, model=model_config, training=training,
                          geotiler_version=__version__)
 
-    if resume is not None:
-        state = checkpoint.resume(resume, models, info, config, ctx)
+    if resume is not None and saved is not None:
+        state = checkpoint.resume(saved, resume, models, info, config, ctx)
+        del saved  # the optimizer states are copied: free the file's tensors
         if ctx.is_main and state.history and state.best_epoch == state.epoch:
             # the checkpoint is of the best epoch, whose model file a failure or interrupt
             # between the two saves may have missed: write it again from these weights
